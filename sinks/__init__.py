@@ -1,0 +1,1 @@
+"""Sinks: one module per store (hbase, redis, faiss, metrics) behind one small contract."""
