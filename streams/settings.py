@@ -1,0 +1,218 @@
+"""One frozen, validated settings object, read from `PINSTREAM_*` env vars and an optional TOML file.
+
+Unknown keys are rejected (a typo must not silently fall back to a default); secrets are
+`SecretStr` and never printed. Client dicts for librdkafka, redis and happybase are built here,
+at the edge, from the one object.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from streams.errors import ConfigError
+
+CONFIG_FILE_ENV = "PINSTREAM_CONFIG"
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
+
+
+class Settings(BaseSettings):
+    """Everything a Pinstream process can be told. Build with `load_settings()`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PINSTREAM_",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    # Kafka
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "pinstream"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    schema_registry_url: str | None = None
+    schema_registry_basic_auth: SecretStr | None = Field(
+        default=None, description="user:password for the schema registry"
+    )
+    topic_prefix: str = Field(default="", description="prepended to every catalogue topic name")
+    producer_linger_ms: int = Field(default=5, ge=0, le=10_000)
+    producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
+    producer_queue_max_messages: int = Field(default=100_000, ge=1_000, le=10_000_000)
+
+    # Producer SDK policy
+    pin_rate_limit_per_minute: int = Field(default=10, ge=0, description="0 disables the limit")
+    max_inline_image_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+
+    # Redis
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_pool_size: int = Field(default=16, ge=1, le=1024)
+
+    # HBase (Thrift1)
+    hbase_host: str = "127.0.0.1"
+    hbase_port: int = Field(default=9090, ge=1, le=65535)
+    hbase_pool_size: int = Field(default=8, ge=1, le=256)
+    hbase_table_prefix: str = "pinstream"
+
+    # Local data
+    stack_dir: Path = Field(default=Path(".stack"), description="local stack data, logs, pids")
+    blob_dir: Path = Field(default=Path("blobs"), description="local blob store for pin images")
+
+    # Observability
+    metrics_port: int = Field(default=9400, ge=0, le=65535, description="0 disables the endpoint")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers_not_empty(cls, value: str) -> str:
+        hosts = [h.strip() for h in value.split(",") if h.strip()]
+        if not hosts or any(":" not in h for h in hosts):
+            raise ValueError("expected host:port[,host:port...]")
+        return ",".join(hosts)
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> Settings:
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError(f"security_protocol={self.security_protocol} needs sasl_mechanism")
+        if self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not (
+            self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(f"sasl_mechanism={self.sasl_mechanism} needs sasl_username/password")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit arguments win, then the environment; the TOML file is passed as init args.
+        return (init_settings, env_settings)
+
+    # --- client configuration, built at the edge -------------------------------------------
+
+    def kafka_common(self) -> dict[str, Any]:
+        """librdkafka properties shared by producers, consumers and the admin client."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        optional_paths = {
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+        }
+        conf.update({k: str(v) for k, v in optional_paths.items() if v is not None})
+        if self.ssl_key_password:
+            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        return conf
+
+    def kafka_producer(self, **overrides: Any) -> dict[str, Any]:
+        conf = self.kafka_common() | {
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": self.producer_compression,
+            "linger.ms": self.producer_linger_ms,
+            "queue.buffering.max.messages": self.producer_queue_max_messages,
+        }
+        return conf | overrides
+
+    def kafka_consumer(self, group_id: str, **overrides: Any) -> dict[str, Any]:
+        conf = self.kafka_common() | {
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+        }
+        return conf | overrides
+
+    def topic(self, name: str) -> str:
+        """The physical topic name for a catalogue name (applies `topic_prefix`)."""
+        return f"{self.topic_prefix}{name}"
+
+    def redacted(self) -> dict[str, Any]:
+        """All settings as plain data with secrets masked: safe to print or log."""
+        out: dict[str, Any] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                out[name] = "**********"
+            elif isinstance(value, Path):
+                out[name] = str(value)
+            else:
+                out[name] = value
+        return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist; fix {CONFIG_FILE_ENV}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    section = data.get("pinstream", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: [pinstream] must be a table")
+    return section
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings: overrides > `PINSTREAM_*` env > TOML file (`PINSTREAM_CONFIG`) > defaults.
+
+    Raises ConfigError with every invalid or unknown key named.
+    """
+    env_file = os.environ.get(CONFIG_FILE_ENV)
+    path = config_file or (Path(env_file) if env_file else None)
+    file_values = _read_toml(path) if path else {}
+    env_keys = {
+        k[len("PINSTREAM_") :].lower()
+        for k in os.environ
+        if k.startswith("PINSTREAM_") and k != CONFIG_FILE_ENV
+    }
+    unknown = sorted(env_keys - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(
+            "unknown settings in the environment: "
+            + ", ".join(f"PINSTREAM_{k.upper()}" for k in unknown)
+            + "; see `pinstream config --help` for the valid names"
+        )
+    # The environment overrides the file: drop file keys that the environment sets.
+    merged = {k: v for k, v in file_values.items() if k not in env_keys} | overrides
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(settings)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, loaded once."""
+    return load_settings()
