@@ -1,0 +1,205 @@
+"""Avro codec: encode/decode contract records with fastavro, framed for the wire.
+
+Two framings, both always readable:
+- Avro single-object encoding (default, no registry): 0xC3 0x01, the 8-byte CRC-64-AVRO
+  fingerprint of the writer schema (little-endian), then the Avro body.
+- Confluent framing (when a schema registry is configured): 0x00, the 4-byte big-endian schema
+  id, then the Avro body. Subjects use the record-name strategy (`io.pinstream.events.PinCreated`).
+Anything else raises a ContractError subclass whose `reason` goes into dead-letter headers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.validation import ValidationError as AvroValidationError
+from fastavro.validation import validate
+
+from streams.contracts import ContractSet, SchemaVersion, contracts
+from streams.errors import ContractError, FramingError, UnknownSchemaError
+from streams.events import EVENT_TYPES, Event
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = 0
+_SINGLE_OBJECT_HEADER = 10
+_CONFLUENT_HEADER = 5
+
+
+class SchemaRegistry(Protocol):
+    """What the codec needs from a schema registry (confluent-kafka's client satisfies it)."""
+
+    def register(self, subject: str, schema_json: str) -> int: ...
+
+    def schema_by_id(self, schema_id: int) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A decoded value: which contract and writer version it was, and the record (reader view)."""
+
+    name: str
+    writer_version: int | None  # None when the writer schema came from a registry
+    record: dict[str, Any]
+
+
+class AvroCodec:
+    """Encodes with the latest kept version of a contract and decodes any kept or registered one."""
+
+    def __init__(self, contract_set: ContractSet | None = None,
+                 registry: SchemaRegistry | None = None) -> None:
+        self._contracts = contract_set or contracts()
+        self._registry = registry
+        self._latest = {name: self._contracts.latest(name) for name in self._contracts.names()}
+        self._headers: dict[str, bytes] = {}
+        # registry id -> (contract name, parsed writer schema); filled on first sight of an id
+        self._registry_writers: dict[int, tuple[str, Any]] = {}
+        self._by_full_name = {v.full_name: v.name for v in self._latest.values()}
+
+    @property
+    def uses_registry(self) -> bool:
+        return self._registry is not None
+
+    # --- encoding -------------------------------------------------------------------------
+
+    def _header(self, schema: SchemaVersion) -> bytes:
+        header = self._headers.get(schema.name)
+        if header is None:
+            if self._registry is None:
+                header = SINGLE_OBJECT_MAGIC + schema.fingerprint
+            else:
+                schema_id = self._registry.register(schema.full_name, json.dumps(schema.raw))
+                header = struct.pack(">bI", CONFLUENT_MAGIC, schema_id)
+            self._headers[schema.name] = header
+        return header
+
+    def encode(self, name: str, record: dict[str, Any]) -> bytes:
+        """Encode `record` as contract `name`; a record that breaks the contract raises
+        ContractError(reason="invalid_record") naming the field, and nothing is returned."""
+        schema = self._latest.get(name)
+        if schema is None:
+            raise UnknownSchemaError(f"no contract named {name!r}", reason="unknown_contract")
+        buffer = io.BytesIO()
+        buffer.write(self._header(schema))
+        try:
+            schemaless_writer(buffer, schema.parsed, record)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            raise ContractError(
+                f"{name}: {_explain_invalid(schema, record, exc)}", reason="invalid_record"
+            ) from exc
+        return buffer.getvalue()
+
+    def encode_event(self, event: Event) -> bytes:
+        return self.encode(event.schema_name, event.to_record())
+
+    # --- decoding -------------------------------------------------------------------------
+
+    def decode(self, data: bytes) -> Decoded:
+        """Decode framed bytes into the latest reader view of their contract."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise FramingError(f"expected bytes, got {type(data).__name__}", reason="not_bytes")
+        if len(data) >= 2 and data[:2] == SINGLE_OBJECT_MAGIC:
+            return self._decode_single_object(data)
+        if len(data) >= 1 and data[0] == CONFLUENT_MAGIC:
+            return self._decode_confluent(data)
+        if not data:
+            raise FramingError("empty value", reason="empty")
+        raise FramingError(
+            f"unknown framing: first bytes {bytes(data[:2]).hex()} are neither single-object "
+            "(c301) nor Confluent (00)",
+            reason="bad_magic",
+        )
+
+    def decode_event(self, data: bytes) -> Event:
+        decoded = self.decode(data)
+        return EVENT_TYPES[decoded.name].from_record(decoded.record)
+
+    def _decode_single_object(self, data: bytes) -> Decoded:
+        if len(data) < _SINGLE_OBJECT_HEADER:
+            raise FramingError("single-object header truncated", reason="truncated_header")
+        fp = bytes(data[2:_SINGLE_OBJECT_HEADER])
+        writer = self._contracts.by_fingerprint.get(fp)
+        if writer is None:
+            raise UnknownSchemaError(
+                f"unknown schema fingerprint {fp.hex()}: written with a contract version this "
+                "reader does not keep (upgrade pinstream or add the version to schemas/)",
+                reason="unknown_fingerprint",
+            )
+        reader = self._latest[writer.name]
+        record = self._read_body(data, _SINGLE_OBJECT_HEADER, writer.parsed,
+                                 None if reader is writer else reader.parsed, writer.name)
+        return Decoded(writer.name, writer.version, record)
+
+    def _decode_confluent(self, data: bytes) -> Decoded:
+        if len(data) < _CONFLUENT_HEADER:
+            raise FramingError("Confluent header truncated", reason="truncated_header")
+        (schema_id,) = struct.unpack(">I", bytes(data[1:_CONFLUENT_HEADER]))
+        name, writer_parsed = self._registry_writer(schema_id)
+        reader = self._latest[name]
+        record = self._read_body(data, _CONFLUENT_HEADER, writer_parsed, reader.parsed, name)
+        return Decoded(name, None, record)
+
+    def _registry_writer(self, schema_id: int) -> tuple[str, Any]:
+        cached = self._registry_writers.get(schema_id)
+        if cached is not None:
+            return cached
+        if self._registry is None:
+            raise UnknownSchemaError(
+                f"Confluent-framed value (schema id {schema_id}) but no schema registry is "
+                "configured: set PINSTREAM_SCHEMA_REGISTRY_URL",
+                reason="registry_not_configured",
+            )
+        try:
+            raw = json.loads(self._registry.schema_by_id(schema_id))
+        except Exception as exc:  # registry client errors vary by transport
+            raise UnknownSchemaError(
+                f"schema id {schema_id} not found in the registry: {exc}",
+                reason="unknown_schema_id",
+            ) from exc
+        full_name = f"{raw.get('namespace', '')}.{raw.get('name', '')}".lstrip(".")
+        name = self._by_full_name.get(full_name)
+        if name is None:
+            raise UnknownSchemaError(
+                f"schema id {schema_id} is {full_name!r}, not one of our contracts",
+                reason="foreign_schema",
+            )
+        entry = (name, parse_schema(raw, _write_hint=False, _force=True))
+        self._registry_writers[schema_id] = entry
+        return entry
+
+    @staticmethod
+    def _read_body(data: bytes, start: int, writer: Any, reader: Any, name: str) -> dict[str, Any]:
+        buffer = io.BytesIO(data)
+        buffer.seek(start)
+        try:
+            record = schemaless_reader(buffer, writer, reader)
+        except EOFError as exc:
+            raise ContractError(f"{name}: body truncated", reason="truncated_body") from exc
+        except (ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError,
+                OverflowError, MemoryError, struct.error) as exc:
+            raise ContractError(f"{name}: body malformed: {exc}", reason="malformed_body") from exc
+        if buffer.tell() != len(data):
+            raise ContractError(
+                f"{name}: {len(data) - buffer.tell()} trailing bytes after the record",
+                reason="trailing_bytes",
+            )
+        if not isinstance(record, dict):
+            raise ContractError(f"{name}: body is not a record", reason="malformed_body")
+        return record
+
+
+def _explain_invalid(schema: SchemaVersion, record: Any, exc: Exception) -> str:
+    """A readable reason naming the offending field, from fastavro's validator."""
+    if not isinstance(record, dict):
+        return f"expected a record (dict), got {type(record).__name__}"
+    try:
+        validate(record, schema.parsed, raise_errors=True)
+    except AvroValidationError as verr:
+        return "; ".join(str(e) for e in verr.errors) or str(exc)
+    except Exception:  # the validator itself chokes on some shapes; fall back to the writer's
+        return str(exc)
+    return str(exc)
