@@ -1,0 +1,172 @@
+"""Consumer SDK for downstream consumers: decoded, immutable events with explicit commit control.
+
+Offsets are never committed behind the caller's back (`enable.auto.commit=false`): call
+`commit(record)` once the record's side effects are done. A record that does not decode is handed
+to `on_decode_error` (default: the dead-letter topic, with the reason) and iteration goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+from streams import metrics
+from streams.codec import AvroCodec
+from streams.deadletter import DeadLetterWriter, RawRecord
+from streams.errors import ContractError, PinstreamError
+from streams.events import ConsumedRecord
+from streams.producer import EventProducer
+from streams.registry import build_codec
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DecodeErrorHandler = Callable[[RawRecord, ContractError], None]
+
+
+def raw_record(msg: Message) -> RawRecord:
+    """The undecoded view of a consumed (non-error) message."""
+    ts_type, ts = msg.timestamp()
+    listed = msg.headers() or []
+    pairs = list(listed.items()) if isinstance(listed, dict) else listed
+    headers = tuple((k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in pairs)
+    return RawRecord(
+        topic=msg.topic() or "", partition=msg.partition() or 0, offset=msg.offset() or 0,
+        key=msg.key(), value=msg.value(), headers=headers,
+        timestamp_ms=ts if ts_type != 0 else None,
+    )
+
+
+class EventConsumer:
+    """Reads contract events from topics as `ConsumedRecord`s, committing only when told."""
+
+    def __init__(self, settings: Settings, topics: Sequence[str], *, group_id: str,
+                 codec: AvroCodec | None = None, from_beginning: bool = True,
+                 on_decode_error: DecodeErrorHandler | None = None,
+                 **kafka_overrides: object) -> None:
+        self.settings = settings
+        self.codec = codec or build_codec(settings)
+        self.group_id = group_id
+        self.topics = list(topics)
+        self._from_beginning = from_beginning
+        overrides: dict[str, object] = {"auto.offset.reset": "earliest" if from_beginning else "latest"}
+        self._consumer = Consumer(settings.kafka_consumer(group_id, **(overrides | kafka_overrides)))
+        self._consumer.subscribe(self.topics, on_assign=self._on_assign)
+        self._dlq_producer: EventProducer | None = None
+        self._dlq: DeadLetterWriter | None = None
+        self._on_decode_error = on_decode_error or self._dead_letter
+        self.consumed = 0
+        self.rejected = 0
+
+    def _on_assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        log.debug("assigned %s", [(p.topic, p.partition) for p in partitions])
+
+    def _dead_letter(self, record: RawRecord, error: ContractError) -> None:
+        if self._dlq is None:
+            self._dlq_producer = EventProducer(self.settings, codec=self.codec)
+            self._dlq = DeadLetterWriter(self._dlq_producer)
+        self._dlq.send(record, error.reason, str(error))
+        log.warning("dead-lettered %s: %s", record.source, error)
+
+    def poll(self, timeout: float = 1.0) -> ConsumedRecord | None:
+        """The next decoded record, or None when nothing arrived within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            msg = self._consumer.poll(remaining)
+            if msg is None:
+                return None
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if err.fatal() or not err.retriable():
+                    raise PinstreamError(f"consumer error on {msg.topic()}: {err.str()}")
+                log.warning("transient consumer error: %s", err.str())
+                continue
+            record = self._decode(msg)
+            if record is not None:
+                return record
+            if time.monotonic() >= deadline:
+                return None
+
+    def _decode(self, msg: Message) -> ConsumedRecord | None:
+        raw = raw_record(msg)
+        try:
+            event = self.codec.decode_event(raw.value) if raw.value is not None else None
+            if event is None:
+                raise ContractError("tombstone (null value) on a contract topic", reason="null_value")
+        except ContractError as exc:
+            self.rejected += 1
+            metrics.DECODE_ERRORS.labels(raw.topic, exc.reason).inc()
+            self._on_decode_error(raw, exc)
+            return None
+        self.consumed += 1
+        metrics.CONSUMED.labels(raw.topic).inc()
+        return ConsumedRecord(raw.topic, raw.partition, raw.offset, raw.timestamp_ms, raw.key,
+                              raw.headers, event)
+
+    def __iter__(self) -> Iterator[ConsumedRecord]:
+        return self.iter()
+
+    def iter(self, *, max_records: int | None = None,
+             idle_timeout: float | None = None) -> Iterator[ConsumedRecord]:
+        """Yield records; stop after `max_records`, or after `idle_timeout` s with nothing new."""
+        count = 0
+        idle_since = time.monotonic()
+        while max_records is None or count < max_records:
+            record = self.poll(0.5)
+            if record is None:
+                if idle_timeout is not None and time.monotonic() - idle_since >= idle_timeout:
+                    return
+                continue
+            idle_since = time.monotonic()
+            count += 1
+            yield record
+
+    def commit(self, record: ConsumedRecord | RawRecord | None = None, *,
+               asynchronous: bool = False) -> None:
+        """Commit past `record` (its offset + 1), or the current positions when None."""
+        try:
+            offsets = None if record is None else [
+                KafkaTopicPartition(record.topic, record.partition, record.offset + 1)]
+            if asynchronous:
+                if offsets is None:
+                    self._consumer.commit(asynchronous=True)
+                else:
+                    self._consumer.commit(offsets=offsets, asynchronous=True)
+            elif offsets is None:
+                self._consumer.commit(asynchronous=False)
+            else:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() == KafkaError._NO_OFFSET:
+                return
+            raise PinstreamError(f"commit failed for group {self.group_id}: {err.str()}") from exc
+
+    def seek_to(self, position: str) -> None:
+        """'beginning' or 'end' for every assigned partition."""
+        offset = OFFSET_BEGINNING if position == "beginning" else OFFSET_END
+        for tp in self._consumer.assignment():
+            self._consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, offset))
+
+    def close(self) -> None:
+        """Leave the group (without committing anything not committed) and flush dead letters."""
+        try:
+            if self._dlq_producer is not None:
+                self._dlq_producer.close()
+        finally:
+            self._consumer.close()
+
+    def __enter__(self) -> EventConsumer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

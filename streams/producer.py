@@ -1,0 +1,254 @@
+"""Producer SDK for upstream producers: typed events in, acknowledged Avro records on Kafka out.
+
+`EventProducer` publishes any contract event (idempotent, acks=all, compressed) and surfaces every
+delivery report; `PinProducer` adds the product calls `create_pin` and `interact`, keyed per the
+catalogue, with the per-user pin-creation rate limit. Nothing is encoded half-way: an event is
+fully encoded (and validated by the encoder) before it is handed to librdkafka.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from streams import metrics
+from streams.codec import AvroCodec
+from streams.errors import DeliveryError, InputError, RateLimitedError
+from streams.events import Event, InteractionAction, PinCreated, PinInteraction, new_event_id, utc_now
+from streams.ratelimit import RateLimiter
+from streams.registry import build_codec
+from streams.settings import Settings
+from streams.topics import PINS_CREATED, PINS_INTERACTIONS, TopicSpec
+
+log = logging.getLogger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+_QUEUE_FULL_WAIT_S = 30.0
+_MAX_KEPT_FAILURES = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """The broker's answer for one record: where it landed, or why it did not."""
+
+    topic: str
+    key: bytes | None
+    partition: int | None
+    offset: int | None
+    error: str | None
+    retriable: bool
+    latency_s: float
+    context: object = None  # whatever the caller passed to send(), e.g. a line number
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+DeliveryCallback = Callable[[DeliveryReport], None]
+
+
+class EventProducer:
+    """Publishes contract events and raw records; counts and reports every delivery."""
+
+    def __init__(self, settings: Settings, *, codec: AvroCodec | None = None,
+                 on_delivery: DeliveryCallback | None = None, **kafka_overrides: object) -> None:
+        self.settings = settings
+        self.codec = codec or build_codec(settings)
+        self._on_delivery = on_delivery
+        self._producer = Producer(settings.kafka_producer(**kafka_overrides))
+        self.delivered = 0
+        self.failed = 0
+        self.recent_failures: deque[DeliveryReport] = deque(maxlen=_MAX_KEPT_FAILURES)
+        self._closed = False
+
+    # --- sending --------------------------------------------------------------------------
+
+    def send_event(self, spec: TopicSpec, key: str, event: Event, *,
+                   headers: Headers = (), context: object = None) -> None:
+        """Encode `event` (raises ContractError if it breaks the contract) and queue it."""
+        if spec.schema is not None and spec.schema != event.schema_name:
+            raise InputError(f"{spec.name} carries {spec.schema}, not {event.schema_name}")
+        value = self.codec.encode_event(event)
+        self.send_raw(self.settings.topic(spec.name), key.encode(), value,
+                      headers=headers, context=context)
+
+    def send_raw(self, topic: str, key: bytes | None, value: bytes | None, *,
+                 headers: Headers = (), partition: int | None = None,
+                 timestamp_ms: int | None = None, context: object = None) -> None:
+        """Queue already-encoded bytes (replay, dead letters). Blocks while the queue is full."""
+        started = time.perf_counter()
+
+        def report(err: KafkaError | None, msg: Message) -> None:
+            self._report(topic, key, err, msg, time.perf_counter() - started, context)
+
+        # librdkafka treats partition -1 as "let the partitioner choose" and timestamp 0 as "now".
+        header_list: list[tuple[str, str | bytes | None]] = list(headers)
+        deadline = time.monotonic() + _QUEUE_FULL_WAIT_S
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=key, headers=header_list, on_delivery=report,
+                    partition=-1 if partition is None else partition,
+                    timestamp=timestamp_ms or 0,
+                )
+                break
+            except BufferError:
+                # Bounded local queue is full: serve delivery reports until there is room.
+                if time.monotonic() > deadline:
+                    raise DeliveryError(
+                        f"producer queue full for {_QUEUE_FULL_WAIT_S:.0f}s: is Kafka at "
+                        f"{self.settings.bootstrap_servers} reachable?",
+                        topic=topic, key=key, retriable=True,
+                    ) from None
+                self._producer.poll(0.1)
+            except KafkaException as exc:
+                raise DeliveryError(f"produce to {topic} refused: {exc.args[0]}", topic=topic,
+                                    key=key, retriable=False) from exc
+        self._producer.poll(0)
+
+    def _report(self, topic: str, key: bytes | None, err: KafkaError | None, msg: Message,
+                latency_s: float, context: object) -> None:
+        if err is None:
+            self.delivered += 1
+            metrics.PRODUCED.labels(topic).inc()
+            metrics.DELIVERY_LATENCY.labels(topic).observe(latency_s)
+            report = DeliveryReport(topic, key, msg.partition(), msg.offset(), None, False,
+                                    latency_s, context)
+        else:
+            self.failed += 1
+            metrics.PRODUCE_FAILED.labels(topic, err.name()).inc()
+            report = DeliveryReport(topic, key, None, None, f"{err.name()}: {err.str()}",
+                                    err.retriable(), latency_s, context)
+            self.recent_failures.append(report)
+            log.warning("delivery to %s failed: %s", topic, report.error)
+        if self._on_delivery is not None:
+            self._on_delivery(report)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def poll(self, timeout: float = 0.0) -> int:
+        """Serve delivery reports; returns how many were served."""
+        return int(self._producer.poll(timeout))
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for outstanding records; returns how many are still not acknowledged."""
+        return int(self._producer.flush(timeout))
+
+    def pending(self) -> int:
+        return len(self._producer)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush; records still unacknowledged after `timeout` raise DeliveryError (never silent)."""
+        if self._closed:
+            return
+        self._closed = True
+        remaining = self.flush(timeout)
+        if remaining:
+            raise DeliveryError(
+                f"{remaining} records still unacknowledged after {timeout:.0f}s; Kafka at "
+                f"{self.settings.bootstrap_servers} may be down",
+                topic="*", key=None, retriable=True,
+            )
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class PinProducer:
+    """The upstream producers' SDK: `create_pin` and `interact`, validated, rate-limited, keyed."""
+
+    def __init__(self, settings: Settings, *, producer: EventProducer | None = None,
+                 rate_limiter: RateLimiter | None = None,
+                 on_delivery: DeliveryCallback | None = None) -> None:
+        self.settings = settings
+        self.events = producer or EventProducer(settings, on_delivery=on_delivery)
+        self.rate_limiter = rate_limiter or RateLimiter(settings.pin_rate_limit_per_minute)
+
+    def create_pin(self, *, pin_id: str, user_id: str, board_id: str, title: str,
+                   description: str = "", link: str | None = None,
+                   image_bytes: bytes | None = None, image_ref: str | None = None,
+                   image_url: str | None = None, tags: Sequence[str] = (),
+                   event_id: uuid.UUID | None = None, event_time: datetime | None = None,
+                   context: object = None) -> PinCreated:
+        """Publish a PinCreated keyed by pin_id. Raises InputError for an invalid pin and
+        RateLimitedError (with retry_after) when the user exceeded the pin-creation limit."""
+        sources = [s for s in (image_bytes, image_ref, image_url) if s is not None]
+        if len(sources) != 1:
+            raise InputError("exactly one of image_bytes, image_ref, image_url must be given",
+                             field="image")
+        if image_bytes is not None and not image_bytes:
+            raise InputError("image_bytes is empty", field="image_bytes")
+        if image_bytes is not None and len(image_bytes) > self.settings.max_inline_image_bytes:
+            raise InputError(
+                f"inline image of {len(image_bytes)} bytes exceeds max_inline_image_bytes="
+                f"{self.settings.max_inline_image_bytes}; upload it to the blob store and send "
+                "image_ref instead", field="image_bytes")
+        for name, value in (("pin_id", pin_id), ("user_id", user_id), ("board_id", board_id)):
+            if not value:
+                raise InputError(f"{name} must not be empty", field=name)
+        event = PinCreated(
+            event_id=event_id or new_event_id(), event_time=event_time or utc_now(),
+            pin_id=pin_id, user_id=user_id, board_id=board_id, title=title,
+            description=description, link=link, image_bytes=image_bytes, image_ref=image_ref,
+            image_url=image_url, tags=tuple(tags),
+        )
+        # Encode before taking a rate-limit token, so an invalid pin does not cost one.
+        encoded = self.events.codec.encode_event(event)
+        retry_after = self.rate_limiter.try_acquire(user_id)
+        if retry_after > 0:
+            metrics.REFUSED.labels(PINS_CREATED.name, "rate_limited").inc()
+            raise RateLimitedError(
+                f"user {user_id} exceeded {self.rate_limiter.per_minute} pin creations per "
+                f"minute; retry in {retry_after:.1f}s", user_id=user_id, retry_after=retry_after)
+        self.events.send_raw(self.settings.topic(PINS_CREATED.name), pin_id.encode(), encoded,
+                             context=context)
+        return event
+
+    def interact(self, *, user_id: str, pin_id: str, action: InteractionAction | str,
+                 session_id: str, board_id: str | None = None,
+                 event_id: uuid.UUID | None = None, event_time: datetime | None = None,
+                 context: object = None) -> PinInteraction:
+        """Publish a PinInteraction keyed by user_id. Raises InputError for an invalid one."""
+        try:
+            action = InteractionAction(str(action).upper())
+        except ValueError as exc:
+            valid = ", ".join(a.value.lower() for a in InteractionAction if a.value != "UNKNOWN")
+            raise InputError(f"unknown action {action!r}; one of {valid}", field="action") from exc
+        if action == InteractionAction.SAVE and not board_id:
+            raise InputError("a save needs board_id", field="board_id")
+        for name, value in (("user_id", user_id), ("pin_id", pin_id), ("session_id", session_id)):
+            if not value:
+                raise InputError(f"{name} must not be empty", field=name)
+        event = PinInteraction(
+            event_id=event_id or new_event_id(), event_time=event_time or utc_now(),
+            user_id=user_id, pin_id=pin_id, action=action, session_id=session_id,
+            board_id=board_id,
+        )
+        self.events.send_event(PINS_INTERACTIONS, user_id, event, context=context)
+        return event
+
+    def flush(self, timeout: float = 30.0) -> int:
+        return self.events.flush(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        self.events.close(timeout)
+
+    def __enter__(self) -> PinProducer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
