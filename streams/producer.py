@@ -174,8 +174,9 @@ class PinProducer:
                  rate_limiter: RateLimiter | None = None,
                  on_delivery: DeliveryCallback | None = None) -> None:
         self.settings = settings
-        self.events = producer or EventProducer(settings, on_delivery=on_delivery)
-        self.rate_limiter = rate_limiter or RateLimiter(settings.pin_rate_limit_per_minute)
+        self.events = producer if producer is not None else EventProducer(settings, on_delivery=on_delivery)
+        self.rate_limiter = (rate_limiter if rate_limiter is not None
+                             else RateLimiter(settings.pin_rate_limit_per_minute))
 
     def create_pin(self, *, pin_id: str, user_id: str, board_id: str, title: str,
                    description: str = "", link: str | None = None,

@@ -137,6 +137,9 @@ class Settings(BaseSettings):
             "compression.type": self.producer_compression,
             "linger.ms": self.producer_linger_ms,
             "queue.buffering.max.messages": self.producer_queue_max_messages,
+            # Java clients and faust (aiokafka) hash keys with murmur2: the same key must land
+            # on the same partition whoever produces it.
+            "partitioner": "murmur2_random",
         }
         return conf | overrides
 

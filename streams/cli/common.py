@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 import click
+from rich.console import Console
 
 from streams.errors import ConfigError, PinstreamError
 from streams.settings import Settings, load_settings
@@ -42,3 +43,9 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
 def err(message: str) -> None:
     click.echo(message, err=True)
     sys.stderr.flush()
+
+
+def console() -> Console:
+    """A rich console that does not squeeze tables when output is piped (wide enough for names)."""
+    out = Console()
+    return out if out.is_terminal else Console(width=200)

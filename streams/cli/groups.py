@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from streams.cli.common import reports_errors, settings_or_exit
+from streams.cli.common import console, reports_errors, settings_or_exit
 from streams.errors import InputError
 from streams.groups import execute_reset, group_lag, list_groups, plan_reset
 from streams.jsonl import parse_event_time
@@ -38,7 +37,7 @@ def lag_cmd(group: str | None) -> None:
             table.add_row(name, row.topic, str(row.partition),
                           "-" if row.committed is None else str(row.committed), str(row.end),
                           str(row.lag))
-    Console().print(table)
+    console().print(table)
 
 
 @groups.command("reset")
@@ -60,7 +59,7 @@ def reset_cmd(group: str, to: str, topics: tuple[str, ...], execute: bool) -> No
     for m in moves:
         table.add_row(m.topic, str(m.partition), "-" if m.current is None else str(m.current),
                       str(m.target))
-    Console().print(table)
+    console().print(table)
     if not execute:
         click.echo("dry run: nothing changed; add --execute to apply")
         return

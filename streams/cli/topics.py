@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from streams.admin import apply_topics, describe_topics
-from streams.cli.common import reports_errors, settings_or_exit
+from streams.cli.common import console, reports_errors, settings_or_exit
 from streams.topics import BY_NAME
 
 
@@ -38,4 +37,4 @@ def list_cmd() -> None:
         spec = BY_NAME.get(info.topic[len(settings.topic_prefix):])
         table.add_row(info.topic, (spec.schema if spec else None) or "raw bytes", info.cleanup_policy,
                       str(info.partitions), f"{info.total_records} {list(info.end_offsets)}")
-    Console().print(table)
+    console().print(table)
