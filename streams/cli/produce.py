@@ -16,6 +16,7 @@ import click
 from streams.cli.common import err, reports_errors, settings_or_exit
 from streams.errors import ContractError, InputError, RateLimitedError
 from streams.jsonl import Line, interaction_arguments, pin_arguments, read_objects
+from streams.metrics import serve_metrics
 from streams.producer import DeliveryReport, PinProducer
 from streams.ratelimit import RateLimiter
 
@@ -53,6 +54,7 @@ def produce(kind: str, file: TextIO, rate_limit: int | None) -> None:
     settings = settings_or_exit()
     source = "<stdin>" if file is sys.stdin else file.name
     tally = _Tally(source)
+    serve_metrics(settings)
     limiter = RateLimiter(settings.pin_rate_limit_per_minute if rate_limit is None else rate_limit)
     producer = PinProducer(settings, rate_limiter=limiter, on_delivery=tally.on_delivery)
     send: Callable[[Line], Any]

@@ -7,6 +7,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from streams.cli.common import err, reports_errors, settings_or_exit
 from streams.errors import InputError
+from streams.metrics import serve_metrics
 from streams.offsets import parse_position
 from streams.replay import plan_replay, run_replay
 
@@ -30,6 +31,7 @@ def replay(topic: str, start: str, end: str, into: str, partitions: tuple[int, .
         start_pos, end_pos = parse_position(start), parse_position(end)
     except InputError as exc:
         raise click.BadParameter(str(exc)) from exc
+    serve_metrics(settings)
     plan = plan_replay(settings, settings.topic(topic), settings.topic(into), start_pos, end_pos,
                        list(partitions) or None)
     for r in plan.ranges:

@@ -15,6 +15,7 @@ from streams.consumer import EventConsumer
 from streams.deadletter import RawRecord
 from streams.errors import ContractError
 from streams.events import ConsumedRecord
+from streams.metrics import serve_metrics
 
 _MAX_BYTES_SHOWN = 64
 
@@ -61,6 +62,7 @@ def tail(topic: str, from_beginning: bool, max_records: int | None, idle_timeout
     def report(raw: RawRecord, exc: ContractError) -> None:
         err(f"{raw.source}: undecodable ({exc.reason}): {exc}")
 
+    serve_metrics(settings)
     consumer = EventConsumer(settings, [settings.topic(topic)],
                              group_id=group or f"pinstream-tail-{uuid.uuid4().hex[:8]}",
                              from_beginning=from_beginning, on_decode_error=report)
