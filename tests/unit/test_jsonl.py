@@ -80,7 +80,7 @@ def test_invalid_pin_lines_name_line_and_reason(changes: dict[str, object], reas
 
 
 def test_interaction_line_requires_its_fields() -> None:
-    with pytest.raises(InputError, match="missing required field.*session_id"):
+    with pytest.raises(InputError, match=r"missing required field.*session_id"):
         interaction_arguments(Line(2, {"user_id": "u", "pin_id": "p", "action": "click"}))
     args = interaction_arguments(Line(2, {"user_id": "u", "pin_id": "p", "action": "click",
                                           "session_id": "s", "event_time": 1_700_000_000_000}))
