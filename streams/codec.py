@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
 from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate
 
@@ -154,12 +155,24 @@ class AvroCodec:
                 reason="registry_not_configured",
             )
         try:
-            raw = json.loads(self._registry.schema_by_id(schema_id))
+            schema_json = self._registry.schema_by_id(schema_id)
         except Exception as exc:  # registry client errors vary by transport
             raise UnknownSchemaError(
                 f"schema id {schema_id} not found in the registry: {exc}",
                 reason="unknown_schema_id",
             ) from exc
+        # Registry ids are global across subjects: the id may name a primitive, a foreign record,
+        # or a non-Avro schema. Each of those is data for the dead-letter topic, not a crash.
+        try:
+            raw = json.loads(schema_json)
+        except ValueError as exc:
+            raise UnknownSchemaError(
+                f"schema id {schema_id} is not an Avro JSON schema", reason="foreign_schema"
+            ) from exc
+        if not isinstance(raw, dict) or raw.get("type") != "record":
+            raise UnknownSchemaError(
+                f"schema id {schema_id} is not an Avro record schema", reason="foreign_schema"
+            )
         full_name = f"{raw.get('namespace', '')}.{raw.get('name', '')}".lstrip(".")
         name = self._by_full_name.get(full_name)
         if name is None:
@@ -167,7 +180,13 @@ class AvroCodec:
                 f"schema id {schema_id} is {full_name!r}, not one of our contracts",
                 reason="foreign_schema",
             )
-        entry = (name, parse_schema(raw, _write_hint=False, _force=True))
+        try:
+            parsed = parse_schema(raw, _write_hint=False, _force=True)
+        except Exception as exc:  # fastavro's parse errors have no common base
+            raise UnknownSchemaError(
+                f"schema id {schema_id} ({full_name}) does not parse: {exc}", reason="foreign_schema"
+            ) from exc
+        entry = (name, parsed)
         self._registry_writers[schema_id] = entry
         return entry
 
@@ -179,7 +198,18 @@ class AvroCodec:
             record = schemaless_reader(buffer, writer, reader)
         except EOFError as exc:
             raise ContractError(f"{name}: body truncated", reason="truncated_body") from exc
-        except (ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError,
+        except SchemaResolutionError as exc:
+            raise ContractError(
+                f"{name}: writer schema cannot be read as our contract: {exc}",
+                reason="incompatible_schema",
+            ) from exc
+        except IndexError as exc:
+            # fastavro's varint reader fails with IndexError, not EOFError, when the input ends
+            # inside a number: having consumed every byte means the body was cut short.
+            if buffer.tell() >= len(data):
+                raise ContractError(f"{name}: body truncated", reason="truncated_body") from exc
+            raise ContractError(f"{name}: body malformed: {exc}", reason="malformed_body") from exc
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError,
                 OverflowError, MemoryError, struct.error) as exc:
             raise ContractError(f"{name}: body malformed: {exc}", reason="malformed_body") from exc
         if buffer.tell() != len(data):
