@@ -5,16 +5,16 @@ Files are written under a temporary name and renamed into place: a failed run le
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+# The image folder is the core blob store; re-exported for the generator.
+from streams.blobs import BlobStore as BlobStore
 from streams.workload.population import World
 
 
@@ -34,27 +34,6 @@ def atomic_text(path: Path) -> Iterator[TextIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-@dataclass(frozen=True)
-class BlobStore:
-    """A folder of images named by the sha256 of their bytes: equal images are stored once."""
-
-    root: Path
-
-    def put(self, data: bytes, suffix: str = ".jpg") -> str:
-        """Store `data` and return its reference, `<sha256 hex><suffix>`."""
-        ref = hashlib.sha256(data).hexdigest() + suffix
-        target = self.root / ref
-        if not target.exists():
-            fd, tmp = tempfile.mkstemp(prefix=".blob.", dir=self.root)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, target)
-        return ref
-
-    def get(self, ref: str) -> bytes:
-        return (self.root / ref).read_bytes()
 
 
 def truth_document(world: World) -> dict[str, Any]:
