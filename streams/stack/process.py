@@ -124,6 +124,10 @@ def spawn(launch: Launch, log_file: Path, pid_file: Path) -> int:
             start_new_session=True,
         )
     _children[child.pid] = child
+    # /proc/<pid>/cmdline reads empty until exec has finished; `owned_pid` needs it.
+    deadline = time.monotonic() + 5.0
+    while not command_line(child.pid) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     write_pid(pid_file, child.pid)
     return child.pid
 
