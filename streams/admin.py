@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -79,12 +80,34 @@ def apply_topics(settings: Settings, specs: Iterable[TopicSpec] = CATALOGUE) -> 
             for s in to_create
         ]
         _wait(admin.create_topics(new, operation_timeout=ADMIN_TIMEOUT_S), "create topic")
+        _await_configs(admin, {settings.topic(s.name): s.config() for s in to_create})
         changes += [TopicChange(settings.topic(s.name), "created",
                                 f"{s.partitions} partitions, {s.cleanup_policy}") for s in to_create]
     existing = [s for s in specs if s not in to_create]
     for spec in existing:
         changes.append(_sync_existing(admin, settings, spec, metadata.topics[settings.topic(spec.name)]))
     return changes
+
+
+def _await_configs(admin: AdminClient, wanted: dict[str, dict[str, str]]) -> None:
+    """Return once every broker-side config of the new topics is visible: the broker applies the
+    controller's records asynchronously, and a client acting at once would see stale settings."""
+    deadline = time.monotonic() + ADMIN_TIMEOUT_S
+    pending = dict(wanted)
+    while pending:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in pending]
+        for resource, future in admin.describe_configs(resources).items():
+            try:
+                current = future.result(timeout=ADMIN_TIMEOUT_S)
+            except KafkaException:
+                continue  # not known to the broker yet
+            if all(k in current and current[k].value == v for k, v in pending[resource.name].items()):
+                pending.pop(resource.name)
+        if pending and time.monotonic() > deadline:
+            raise PinstreamError(f"topics created but not visible after {ADMIN_TIMEOUT_S:.0f}s: "
+                                 f"{', '.join(sorted(pending))}")
+        if pending:
+            time.sleep(0.1)
 
 
 def _sync_existing(admin: AdminClient, settings: Settings, spec: TopicSpec, meta: object) -> TopicChange:
@@ -109,6 +132,7 @@ def _sync_existing(admin: AdminClient, settings: Settings, spec: TopicSpec, meta
                                  for k, v in drift.items()],
         )
         _wait(admin.incremental_alter_configs([resource]), "alter configs of")
+        _await_configs(admin, {name: drift})
         details.append("configs " + ", ".join(f"{k}={v}" for k, v in sorted(drift.items())))
     if not details:
         return TopicChange(name, "unchanged")
