@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
+from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate
 
@@ -29,6 +30,7 @@ SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = 0
 _SINGLE_OBJECT_HEADER = 10
 _CONFLUENT_HEADER = 5
+_BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
 class SchemaRegistry(Protocol):
@@ -57,8 +59,15 @@ class AvroCodec:
         self._registry = registry
         self._latest = {name: self._contracts.latest(name) for name in self._contracts.names()}
         self._headers: dict[str, bytes] = {}
-        # registry id -> (contract name, parsed writer schema); filled on first sight of an id
-        self._registry_writers: dict[int, tuple[str, Any]] = {}
+        # Everything decoding needs per fingerprint, looked up once per message:
+        # fingerprint -> (contract name, writer version, writer schema, reader schema or None).
+        self._single_object_plans: dict[bytes, tuple[str, int, Any, Any]] = {
+            fp: (v.name, v.version, v.parsed, None if latest is v else latest.parsed)
+            for fp, v in self._contracts.by_fingerprint.items()
+            if (latest := self._latest.get(v.name)) is not None
+        }
+        # registry id -> (contract name, writer schema, reader schema or None); filled on first sight
+        self._registry_writers: dict[int, tuple[str, Any, Any]] = {}
         self._by_full_name = {v.full_name: v.name for v in self._latest.values()}
 
     @property
@@ -101,9 +110,9 @@ class AvroCodec:
 
     def decode(self, data: bytes) -> Decoded:
         """Decode framed bytes into the latest reader view of their contract."""
-        if not isinstance(data, bytes | bytearray | memoryview):
+        if not isinstance(data, _BYTES_LIKE):
             raise FramingError(f"expected bytes, got {type(data).__name__}", reason="not_bytes")
-        if len(data) >= 2 and data[:2] == SINGLE_OBJECT_MAGIC:
+        if data[:2] == SINGLE_OBJECT_MAGIC:
             return self._decode_single_object(data)
         if len(data) >= 1 and data[0] == CONFLUENT_MAGIC:
             return self._decode_confluent(data)
@@ -122,29 +131,27 @@ class AvroCodec:
     def _decode_single_object(self, data: bytes) -> Decoded:
         if len(data) < _SINGLE_OBJECT_HEADER:
             raise FramingError("single-object header truncated", reason="truncated_header")
-        fp = bytes(data[2:_SINGLE_OBJECT_HEADER])
-        writer = self._contracts.by_fingerprint.get(fp)
-        if writer is None:
+        fp = data[2:_SINGLE_OBJECT_HEADER]
+        if type(fp) is not bytes:  # bytearray / memoryview slices: hashable bytes for the lookup
+            fp = bytes(fp)
+        plan = self._single_object_plans.get(fp)
+        if plan is None:
             raise UnknownSchemaError(
                 f"unknown schema fingerprint {fp.hex()}: written with a contract version this "
                 "reader does not keep (upgrade pinstream or add the version to schemas/)",
                 reason="unknown_fingerprint",
             )
-        reader = self._latest[writer.name]
-        record = self._read_body(data, _SINGLE_OBJECT_HEADER, writer.parsed,
-                                 None if reader is writer else reader.parsed, writer.name)
-        return Decoded(writer.name, writer.version, record)
+        name, version, writer, reader = plan
+        return Decoded(name, version, self._read_body(data, _SINGLE_OBJECT_HEADER, writer, reader, name))
 
     def _decode_confluent(self, data: bytes) -> Decoded:
         if len(data) < _CONFLUENT_HEADER:
             raise FramingError("Confluent header truncated", reason="truncated_header")
         (schema_id,) = struct.unpack(">I", bytes(data[1:_CONFLUENT_HEADER]))
-        name, writer_parsed = self._registry_writer(schema_id)
-        reader = self._latest[name]
-        record = self._read_body(data, _CONFLUENT_HEADER, writer_parsed, reader.parsed, name)
-        return Decoded(name, None, record)
+        name, writer, reader = self._registry_writer(schema_id)
+        return Decoded(name, None, self._read_body(data, _CONFLUENT_HEADER, writer, reader, name))
 
-    def _registry_writer(self, schema_id: int) -> tuple[str, Any]:
+    def _registry_writer(self, schema_id: int) -> tuple[str, Any, Any]:
         cached = self._registry_writers.get(schema_id)
         if cached is not None:
             return cached
@@ -180,13 +187,16 @@ class AvroCodec:
                 f"schema id {schema_id} is {full_name!r}, not one of our contracts",
                 reason="foreign_schema",
             )
+        latest = self._latest[name]
         try:
-            parsed = parse_schema(raw, _write_hint=False, _force=True)
+            same_layout = to_parsing_canonical_form(raw) == latest.canonical
+            parsed = latest.parsed if same_layout else parse_schema(raw, _force=True)
         except Exception as exc:  # fastavro's parse errors have no common base
             raise UnknownSchemaError(
                 f"schema id {schema_id} ({full_name}) does not parse: {exc}", reason="foreign_schema"
             ) from exc
-        entry = (name, parsed)
+        # The same canonical form means the same bytes: read with our schema, no resolution step.
+        entry = (name, parsed, None if same_layout else latest.parsed)
         self._registry_writers[schema_id] = entry
         return entry
 
