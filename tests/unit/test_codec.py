@@ -112,6 +112,19 @@ def test_decode_accepts_any_bytes_like_value(
     assert single_object_codec.decode_event(wrap(data)) == event
 
 
+def test_registered_writer_differing_only_in_docs_and_logical_types_reads_as_our_contract(
+    one_event_per_contract: dict[str, Event], registry: ConfluentRegistry, registry_codec: AvroCodec
+) -> None:
+    # Another producer registered our layout without docs or logical types: same canonical form,
+    # so the bytes are ours, and the reader still gets uuid and datetime values.
+    event = one_event_per_contract["Reconciliation"]
+    schema = contracts().latest("Reconciliation")
+    bare = json.loads(schema.canonical)
+    schema_id = registry.register(schema.full_name + "-bare", json.dumps(bare))
+    data = _confluent(schema_id, AvroCodec().encode_event(event)[10:])
+    assert registry_codec.decode_event(data) == event
+
+
 # --- header bytes as the specifications say -----------------------------------------------------
 
 
