@@ -6,7 +6,7 @@
 #   ./scripts/test.sh -k redis -x     extra arguments go to pytest
 #
 # Needs Python 3.11, Java 17 and Maven; installs the project into .venv and redis-server with
-# apt when missing. PINSTREAM_KEEP_STACK=1 leaves the stack running afterwards.
+# apt when missing. KEEP_STACK=1 leaves the stack running afterwards.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -47,8 +47,8 @@ fi
 export PATH="$PWD/$VENV/bin:$PATH"
 
 stop_stack() {
-  if [ "${PINSTREAM_KEEP_STACK:-0}" = 1 ]; then
-    echo "PINSTREAM_KEEP_STACK=1: leaving the stack running"
+  if [ "${KEEP_STACK:-0}" = 1 ]; then
+    echo "KEEP_STACK=1: leaving the stack running"
   else
     step "pinstream stack down"
     pinstream stack down || echo "warning: stack down failed" >&2

@@ -18,7 +18,7 @@ from streams.stack import logs as stack_logs
 from streams.stack import status as stack_status
 from streams.stack import up as stack_up
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 T = TypeVar("T")
 
 _STATE_STYLE = {

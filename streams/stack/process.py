@@ -62,13 +62,30 @@ def remove_pid(pid_file: Path) -> None:
 # --- liveness -------------------------------------------------------------------------------
 
 
-def command_line(pid: int) -> str:
-    """The command line of `pid`, space separated; empty when the process is gone."""
+def command_args(pid: int) -> list[str]:
+    """The argv of `pid`; empty when the process is gone (or still inside exec)."""
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return ""
-    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+        return []
+    return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
+
+
+def command_line(pid: int) -> str:
+    """The command line of `pid`, space separated; empty when the process is gone."""
+    return " ".join(command_args(pid))
+
+
+def short_command(argv: list[str]) -> str:
+    """A command line a person can read: a JVM as `java <main class> <args>`, without its flags."""
+    if argv and argv[0].endswith("java"):
+        for flag in ("-cp", "-classpath", "--class-path", "-jar"):
+            if flag in argv[:-1]:
+                rest = argv[argv.index(flag) + 2 :]
+                if flag == "-jar":
+                    rest = argv[argv.index(flag) :]
+                return " ".join(["java", *rest])
+    return " ".join(argv)
 
 
 def is_alive(pid: int) -> bool:
@@ -223,7 +240,7 @@ def port_owner(port: int) -> PortOwner | None:
             try:
                 if os.readlink(fd) in targets:
                     pid = int(proc.name)
-                    return PortOwner(pid=pid, command=command_line(pid)[:160])
+                    return PortOwner(pid=pid, command=short_command(command_args(pid))[:160])
             except OSError:
                 continue
     return PortOwner(pid=None, command="")

@@ -124,3 +124,19 @@ def test_missing_tool_names_the_install_command(monkeypatch: pytest.MonkeyPatch)
         require_tool("java")
     with pytest.raises(ConfigError, match="apt-get install -y redis-server"):
         require_tool("redis-server")
+
+
+def test_short_command_shows_a_jvm_by_its_main_class() -> None:
+    argv = [
+        "/usr/bin/java",
+        "-Xmx512m",
+        "-XX:+UseG1GC",
+        "-cp",
+        "/lib/*",
+        "kafka.Kafka",
+        "/x/server.properties",
+    ]
+
+    assert process.short_command(argv) == "java kafka.Kafka /x/server.properties"
+    assert process.short_command(["java", "-Xmx1g", "-jar", "app.jar", "run"]) == "java -jar app.jar run"
+    assert process.short_command(["redis-server", "127.0.0.1:6379"]) == "redis-server 127.0.0.1:6379"
