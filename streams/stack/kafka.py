@@ -66,8 +66,9 @@ def cluster_id(service_dir: Path) -> str:
     if formatted:
         write_if_changed(id_file, formatted + "\n")
         return formatted
-    if id_file.is_file() and id_file.read_text().strip():
-        return id_file.read_text().strip()
+    kept = id_file.read_text().strip() if id_file.is_file() else ""
+    if kept:
+        return kept
     value = new_cluster_id()
     write_if_changed(id_file, value + "\n")
     return value

@@ -24,6 +24,7 @@ from streams.stack.model import (
     ServiceStatus,
 )
 from streams.stack.process import (
+    PortOwner,
     log_tail,
     owned_pid,
     port_open,
@@ -85,11 +86,22 @@ def _probe(spec: ServiceSpec) -> tuple[bool, str]:
 
 def _foreign_port(spec: ServiceSpec) -> str | None:
     for port in spec.ports:
-        owner = port_owner(port)
-        if owner is not None or port_open(port):
-            who = owner.describe() if owner else "an unknown process"
-            return f"port {port} is used by {who}"
+        owner = port_owner(port) or (PortOwner(None, "") if port_open(port) else None)
+        if owner is not None:
+            return f"port {port} is used by {owner.describe()}"
     return None
+
+
+def _external_status(spec: ServiceSpec) -> ServiceStatus | None:
+    """A server we did not start that answers where `spec` would listen, if `spec` may reuse one."""
+    if not (spec.reuse_external and port_open(spec.ports[0])):
+        return None
+    ok, detail = _probe(spec)
+    if not ok:
+        return None
+    owner = port_owner(spec.ports[0])
+    pid = owner.pid if owner else None
+    return ServiceStatus(spec.name, ServiceState.EXTERNAL, pid, spec.ports, f"{detail} (not ours)")
 
 
 def service_status(spec: ServiceSpec, layout: Layout) -> ServiceStatus:
@@ -98,14 +110,9 @@ def service_status(spec: ServiceSpec, layout: Layout) -> ServiceStatus:
         ok, detail = _probe(spec)
         state = ServiceState.RUNNING if ok else ServiceState.UNHEALTHY
         return ServiceStatus(spec.name, state, pid, spec.ports, detail)
-    if spec.reuse_external and port_open(spec.ports[0]):
-        ok, detail = _probe(spec)
-        if ok:
-            owner = port_owner(spec.ports[0])
-            external_pid = owner.pid if owner else None
-            return ServiceStatus(
-                spec.name, ServiceState.EXTERNAL, external_pid, spec.ports, f"{detail} (not ours)"
-            )
+    external = _external_status(spec)
+    if external is not None:
+        return external
     foreign = _foreign_port(spec)
     detail = f"{foreign}, not by the stack" if foreign else "not running"
     return ServiceStatus(spec.name, ServiceState.STOPPED, None, spec.ports, detail)
@@ -153,19 +160,10 @@ def _plan(spec: ServiceSpec, layout: Layout, progress: Progress) -> ServiceChang
     if pid is not None:
         return _Pending(spec, pid, began, Action.ALREADY_RUNNING)
     remove_pid(layout.pid_file(spec.name))
-    if spec.reuse_external and port_open(spec.ports[0]):
-        ok, detail = _probe(spec)
-        if ok:
-            owner = port_owner(spec.ports[0])
-            status = ServiceStatus(
-                spec.name,
-                ServiceState.EXTERNAL,
-                owner.pid if owner else None,
-                spec.ports,
-                f"{detail} (not ours)",
-            )
-            progress(f"{spec.name}: reusing the server already answering on port {spec.ports[0]}")
-            return ServiceChange(spec.name, Action.REUSED, time.monotonic() - began, status)
+    external = _external_status(spec)
+    if external is not None:
+        progress(f"{spec.name}: reusing the server already answering on port {spec.ports[0]}")
+        return ServiceChange(spec.name, Action.REUSED, time.monotonic() - began, external)
     foreign = _foreign_port(spec)
     if foreign:
         raise ConfigError(
