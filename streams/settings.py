@@ -22,6 +22,7 @@ CONFIG_FILE_ENV = "PINSTREAM_CONFIG"
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
+IndexKindName = Literal["auto", "flat", "ivf_sq8"]
 
 
 class Settings(BaseSettings):
@@ -74,6 +75,16 @@ class Settings(BaseSettings):
 
     # Observability
     metrics_port: int = Field(default=9400, ge=0, le=65535, description="0 disables the endpoint")
+
+    # ANN index (visual search)
+    index_dir: Path = Field(default=Path("index"),
+                            description="ANN index snapshots, one folder per embedding model version")
+    index_kind: IndexKindName = Field(
+        default="auto", description="auto: exact up to index_flat_max pins, then IVF-SQ8")
+    index_flat_max: int = Field(default=20_000, ge=0, le=10_000_000,
+                                description="auto: largest collection searched exactly")
+    index_nprobe: int = Field(default=32, ge=1, le=4096,
+                              description="IVF lists scanned per query (recall against latency)")
 
     @field_validator("bootstrap_servers")
     @classmethod
