@@ -194,6 +194,7 @@ class CodecBenchResult:
                        "framing": "single-object", "counts": self.counts,
                        "mean_wire_bytes": self.mean_bytes},
             "goal": {"ratio_dicts_vs_raw": GOAL_RATIO},
+            # median of per-repetition ratios (paths measured side by side in each repetition)
             "ratios": {"dicts_vs_raw": self.ratio(OURS), "dataclasses_vs_raw": self.ratio(TYPED)},
             "encode_decode": [self.total[p].to_json() for p in PATHS],
             "encode": [self.encode[p].to_json() for p in PATHS],

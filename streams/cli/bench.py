@@ -46,7 +46,7 @@ def codec(events: int, repeat: int, seed: int, out: Path | None) -> None:
              fmt_rate(result.decode[path].median), f"{result.ratio(path):.2f}"]
             for path in PATHS
         ],
-        caption=command,
+        caption=f"{command}\n\"vs raw\" = median over repetitions of ours / raw measured side by side",
     )
     print_table(
         screen,
