@@ -132,3 +132,29 @@ def test_undecodable_record_goes_to_dead_letter_with_reason_and_iteration_goes_o
     headers = dict(msg.headers() or [])
     assert headers[HEADER_DLQ_REASON] == b"bad_magic"
     assert headers[HEADER_DLQ_SOURCE] == f"{topic}/{junk.partition}/{junk.offset}".encode()
+
+
+def test_sasl_settings_reach_producer_and_consumer(kafka_settings: Settings) -> None:
+    from streams.settings import load_settings
+    from streams.stack import kafka as stack_kafka
+
+    sasl = load_settings(
+        bootstrap_servers=stack_kafka.SASL_BOOTSTRAP, topic_prefix=kafka_settings.topic_prefix,
+        security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+        sasl_username=stack_kafka.SASL_USERNAME, sasl_password=stack_kafka.SASL_PASSWORD,
+        metrics_port=0)
+    with PinProducer(sasl) as producer:
+        sent = producer.interact(user_id="u1", pin_id="p1", action="closeup", session_id="s")
+    with EventConsumer(sasl, [sasl.topic(PINS_INTERACTIONS.name)],
+                       group_id=f"g-{uuid.uuid4()}") as consumer:
+        (record,) = list(consumer.iter(max_records=1, idle_timeout=20))
+    assert record.value == sent
+
+    wrong = load_settings(
+        bootstrap_servers=stack_kafka.SASL_BOOTSTRAP, topic_prefix=kafka_settings.topic_prefix,
+        security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+        sasl_username=stack_kafka.SASL_USERNAME, sasl_password="not-the-password", metrics_port=0)
+    producer = PinProducer(wrong)
+    producer.interact(user_id="u1", pin_id="p2", action="click", session_id="s")
+    assert producer.flush(5) == 1  # never acknowledged: authentication refused
+    assert producer.events.delivered == 0
