@@ -23,6 +23,7 @@ CONFIG_FILE_ENV = "PINSTREAM_CONFIG"
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
 IndexKindName = Literal["auto", "flat", "ivf_sq8"]
+EmbedOptimisation = Literal["eager", "channels_last", "fused", "jit", "compile", "int8"]
 
 
 class Settings(BaseSettings):
@@ -72,6 +73,21 @@ class Settings(BaseSettings):
     # Local data
     stack_dir: Path = Field(default=Path(".stack"), description="local stack data, logs, pids")
     blob_dir: Path = Field(default=Path("blobs"), description="local blob store for pin images")
+
+    # Pin images and visual embeddings
+    image_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024,
+                                 description="largest encoded image read from a blob or URL")
+    image_max_pixels: int = Field(default=25_000_000, ge=64 * 64, le=178_000_000,
+                                  description="largest width*height decoded (checked from the header)")
+    image_url_fetch_enabled: bool = Field(default=False,
+                                          description="fetch image_url pins (public addresses only)")
+    image_url_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    embed_optimisation: EmbedOptimisation = Field(default="jit", description="inference variant")
+    embed_threads: int = Field(default=0, ge=0, le=256, description="torch threads; 0 = usable cores")
+    embed_max_batch: int = Field(default=8, ge=1, le=256)
+    embed_max_wait_ms: float = Field(default=10.0, ge=0, le=10_000)
+    embed_queue_size: int = Field(default=64, ge=1, le=100_000)
+    embed_batch_timeout_s: float = Field(default=10.0, gt=0, le=600)
 
     # Observability
     metrics_port: int = Field(default=9400, ge=0, le=65535, description="0 disables the endpoint")
