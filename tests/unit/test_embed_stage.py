@@ -89,7 +89,8 @@ def _jpeg(colour: tuple[int, int, int]) -> bytes:
     return out.getvalue()
 
 
-def _record(codec: AvroCodec, offset: int, pin: PinCreated | None = None, raw: bytes | None = None) -> RawRecord:
+def _record(codec: AvroCodec, offset: int, pin: PinCreated | None = None,
+            raw: bytes | None = None) -> RawRecord:
     value = raw if raw is not None else codec.encode_event(pin)  # type: ignore[arg-type]
     return RawRecord("pins.created.v1", 0, offset, b"k", value, (), 0)
 
@@ -171,5 +172,5 @@ def test_store_outage_becomes_reconciliations_and_embeddings_still_flow(tmp_path
 
 @pytest.mark.parametrize(("raw", "reason"), [(b"\x01junk", "bad_magic"), (b"", "empty")])
 def test_undecodable_records_are_dead_lettered(tmp_path: Path, raw: bytes, reason: str) -> None:
-    report, store, outbox = _run(tmp_path, lambda codec, blobs: [_record(codec, 5, raw=raw)])
+    _, store, outbox = _run(tmp_path, lambda codec, blobs: [_record(codec, 5, raw=raw)])
     assert outbox.dead == [("pins.created.v1/0/5", reason)] and not store.pins
