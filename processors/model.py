@@ -12,7 +12,6 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, get_args
 
 import numpy as np
@@ -20,9 +19,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from processors import embed_metrics
-from processors.images import ImageLimits, decode_image
-from streams.errors import ConfigError, ProcessingError
+from streams.errors import ConfigError
 from streams.settings import EmbedOptimisation, Settings
 
 log = logging.getLogger(__name__)
@@ -38,9 +35,6 @@ PIXEL_STD = 128.0
 # Part of model_version: change it whenever preprocessing changes what a pixel becomes.
 PREPROCESS_TAG = "s256c224-bicubic-m127s128"
 OPTIMISATIONS: tuple[str, ...] = get_args(EmbedOptimisation)
-_STAGE_DECODE = embed_metrics.STAGE_SECONDS.labels("decode")
-_STAGE_PREPROCESS = embed_metrics.STAGE_SECONDS.labels("preprocess")
-_STAGE_INFERENCE = embed_metrics.STAGE_SECONDS.labels("inference")
 
 
 def preprocess(image: Image.Image) -> np.ndarray[Any, np.dtype[np.float32]]:
@@ -187,41 +181,10 @@ class Embedder:
         return quantise_int8(folded, to_batch(samples))
 
 
-@dataclass(frozen=True, slots=True)
-class EmbedBatch:
-    """The worker's batch function: encoded images -> one unit vector or ProcessingError each
-    (decode and preprocess per image, one inference for the batch), with stage timings.
-    """
-
-    embedder: Embedder
-    limits: ImageLimits
-
-    def __call__(self, payloads: list[bytes]) -> list[np.ndarray[Any, Any] | BaseException]:
-        outcomes: list[np.ndarray[Any, Any] | BaseException | None] = []
-        arrays: list[np.ndarray[Any, np.dtype[np.float32]]] = []
-        for data in payloads:
-            try:
-                started = time.perf_counter()
-                image = decode_image(data, self.limits, min_side=RESIZE_SHORTER)
-                decoded = time.perf_counter()
-                arrays.append(preprocess(image))
-                _STAGE_DECODE.observe(decoded - started)
-                _STAGE_PREPROCESS.observe(time.perf_counter() - decoded)
-                outcomes.append(None)  # filled in after the batch's inference
-            except ProcessingError as exc:
-                embed_metrics.FAILURES.labels(exc.reason).inc()
-                outcomes.append(exc)
-        vectors = iter(())
-        if arrays:
-            started = time.perf_counter()
-            vectors = iter(self.embedder.embed_batch(to_batch(arrays)))
-            _STAGE_INFERENCE.observe(time.perf_counter() - started)
-        return [next(vectors) if outcome is None else outcome for outcome in outcomes]
-
 
 def _calibration_noise() -> list[np.ndarray[Any, np.dtype[np.float32]]]:
-    # Without calibration images the int8 ranges come from smooth random images: usable for tests,
-    # but real deployments pass sample pins (the benchmark does).
+    # Without calibration images the int8 ranges come from random images: usable for tests only;
+    # the benchmark calibrates on generated pins.
     rng = np.random.default_rng(0)
     return [rng.uniform(-1.0, 1.0, (INPUT_SIZE, INPUT_SIZE, 3)).astype(np.float32) for _ in range(8)]
 

@@ -24,7 +24,7 @@ _SUFFIX = re.compile(r"^(\.[A-Za-z0-9]{1,16})?$")
 
 class BlobError(PinstreamError):
     """A blob key is invalid, unknown or too large; ``reason`` is a short machine-readable code:
-    ``invalid_blob_ref``, ``unknown_blob`` or ``blob_too_large``.
+    ``invalid_blob_key``, ``unknown_blob`` or ``blob_too_large``.
     """
 
     def __init__(self, message: str, *, key: str, reason: str) -> None:
@@ -99,6 +99,6 @@ class BlobStore:
     def _path(self, key: str) -> Path:
         if not is_blob_key(key):
             raise BlobError(f"{key[:80]!r} is not a blob key ([A-Za-z0-9._-], no paths)",
-                            key=key, reason="invalid_blob_ref")
+                            key=key, reason="invalid_blob_key")
         return self.root / key
 

@@ -38,7 +38,7 @@ def test_invalid_keys_are_refused_before_touching_the_disk(tmp_path: Path, key: 
     assert not store.exists(key)
     with pytest.raises(BlobError) as caught:
         store.get(key)
-    assert caught.value.reason == "invalid_blob_ref"
+    assert caught.value.reason == "invalid_blob_key"
 
 
 def test_unknown_key(tmp_path: Path) -> None:

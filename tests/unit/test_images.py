@@ -195,7 +195,7 @@ def test_inline_blob_and_missing_sources(tmp_path: Path) -> None:
     cases = {
         "image_too_large": pin(image_bytes=b"x" * 2049),
         "unknown_blob": pin(image_ref="0" * 64 + ".jpg"),
-        "invalid_blob_ref": pin(image_ref="../secrets.jpg"),
+        "invalid_blob_key": pin(image_ref="../secrets.jpg"),
         "url_fetch_disabled": pin(image_url="https://example.com/a.jpg"),
         "no_image": pin(),
     }

@@ -4,7 +4,6 @@ other images, and optimised variants matching the eager reference.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 
 import numpy as np
@@ -12,19 +11,17 @@ import pytest
 import torch
 from PIL import Image
 
-from processors.images import ImageLimits
 from processors.model import (
     EMBEDDING_DIM,
     MODEL_ID,
     PREPROCESS_TAG,
-    EmbedBatch,
     Embedder,
     fold_lite0,
     preprocess,
     to_batch,
 )
-from streams.errors import ConfigError, ProcessingError
-from streams.workload.images import augment, available_photos, encode_jpeg, load_photo
+from streams.errors import ConfigError
+from streams.workload.images import augment, available_photos, load_photo
 
 
 @pytest.fixture(scope="module")
@@ -119,16 +116,3 @@ def test_unknown_variant_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         Embedder("turbo")
 
-
-def test_embed_batch_isolates_bad_payloads(eager: Embedder, photos: list[Image.Image]) -> None:
-    stage = EmbedBatch(eager, ImageLimits())
-    good = encode_jpeg(photos[0])
-    png = io.BytesIO()
-    photos[1].save(png, format="PNG")
-    out = stage([good, b"", png.getvalue(), b"not an image"])
-    assert isinstance(out[0], np.ndarray) and isinstance(out[2], np.ndarray)
-    assert isinstance(out[1], ProcessingError) and out[1].reason == "empty_image"
-    assert isinstance(out[3], ProcessingError) and out[3].reason == "not_an_image"
-    direct = eager.embed([Image.open(io.BytesIO(good)).convert("RGB")])[0]
-    assert float(out[0] @ direct) > 1 - 1e-5
-    assert stage([b""])[0].__class__ is ProcessingError
