@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaTopicPartition
@@ -27,14 +29,17 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 DecodeErrorHandler = Callable[[RawRecord, ContractError], None]
+_FETCH_BATCH = 500
 
 
 def raw_record(msg: Message) -> RawRecord:
     """The undecoded view of a consumed (non-error) message."""
     ts_type, ts = msg.timestamp()
-    listed = msg.headers() or []
-    pairs = list(listed.items()) if isinstance(listed, dict) else listed
-    headers = tuple((k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in pairs)
+    listed = msg.headers()
+    headers: tuple[tuple[str, bytes], ...] = ()
+    if listed:
+        pairs = list(listed.items()) if isinstance(listed, dict) else listed
+        headers = tuple((k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in pairs)
     return RawRecord(
         topic=msg.topic() or "", partition=msg.partition() or 0, offset=msg.offset() or 0,
         key=msg.key(), value=msg.value(), headers=headers,
@@ -56,15 +61,28 @@ class EventConsumer:
         self._from_beginning = from_beginning
         overrides: dict[str, object] = {"auto.offset.reset": "earliest" if from_beginning else "latest"}
         self._consumer = Consumer(settings.kafka_consumer(group_id, **(overrides | kafka_overrides)))
-        self._consumer.subscribe(self.topics, on_assign=self._on_assign)
+        self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         self._dlq_producer: EventProducer | None = None
         self._dlq: DeadLetterWriter | None = None
         self._on_decode_error = on_decode_error or self._dead_letter
         self.consumed = 0
         self.rejected = 0
+        # Fetched in batches (one call into librdkafka per batch), handed out one by one.
+        self._buffer: deque[Message] = deque()
+        # Last offset handed to the caller per partition: what commit() without a record commits
+        # (never the fetch position, which runs ahead of what the caller has seen).
+        self._handed: dict[tuple[str, int], int] = {}
+        self._consumed_metric: dict[str, Any] = {}
 
     def _on_assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         log.debug("assigned %s", [(p.topic, p.partition) for p in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        # Buffered records of revoked partitions belong to their next owner now.
+        revoked = {(p.topic, p.partition) for p in partitions}
+        self._buffer = deque(m for m in self._buffer if (m.topic(), m.partition()) not in revoked)
+        for key in revoked:
+            self._handed.pop(key, None)
 
     def _dead_letter(self, record: RawRecord, error: ContractError) -> None:
         if self._dlq is None:
@@ -77,10 +95,12 @@ class EventConsumer:
         """The next decoded record, or None when nothing arrived within `timeout`."""
         deadline = time.monotonic() + timeout
         while True:
-            remaining = max(0.0, deadline - time.monotonic())
-            msg = self._consumer.poll(remaining)
-            if msg is None:
+            if not self._buffer:
+                remaining = max(0.0, deadline - time.monotonic())
+                self._buffer.extend(self._consumer.consume(_FETCH_BATCH, remaining))
+            if not self._buffer:
                 return None
+            msg = self._buffer.popleft()
             err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
@@ -105,9 +125,14 @@ class EventConsumer:
             self.rejected += 1
             metrics.DECODE_ERRORS.labels(raw.topic, exc.reason).inc()
             self._on_decode_error(raw, exc)
+            self._handed[(raw.topic, raw.partition)] = raw.offset  # handled: dead-lettered
             return None
         self.consumed += 1
-        metrics.CONSUMED.labels(raw.topic).inc()
+        counter = self._consumed_metric.get(raw.topic)
+        if counter is None:
+            counter = self._consumed_metric[raw.topic] = metrics.CONSUMED.labels(raw.topic)
+        counter.inc()
+        self._handed[(raw.topic, raw.partition)] = raw.offset
         return ConsumedRecord(raw.topic, raw.partition, raw.offset, raw.timestamp_ms, raw.key,
                               raw.headers, event)
 
@@ -131,17 +156,19 @@ class EventConsumer:
 
     def commit(self, record: ConsumedRecord | RawRecord | None = None, *,
                asynchronous: bool = False) -> None:
-        """Commit past `record` (its offset + 1), or the current positions when None."""
+        """Commit past `record` (its offset + 1), or past every record handed out so far."""
+        if record is None:
+            offsets = [KafkaTopicPartition(t, p, o + 1) for (t, p), o in self._handed.items()]
+        else:
+            offsets = [KafkaTopicPartition(record.topic, record.partition, record.offset + 1)]
+        if not offsets:
+            return
+        if self._dlq_producer is not None and self._dlq_producer.flush(30.0):
+            # A dead letter not yet acknowledged must not have its source committed past.
+            raise PinstreamError("dead-letter records unacknowledged after 30 s; not committing")
         try:
-            offsets = None if record is None else [
-                KafkaTopicPartition(record.topic, record.partition, record.offset + 1)]
             if asynchronous:
-                if offsets is None:
-                    self._consumer.commit(asynchronous=True)
-                else:
-                    self._consumer.commit(offsets=offsets, asynchronous=True)
-            elif offsets is None:
-                self._consumer.commit(asynchronous=False)
+                self._consumer.commit(offsets=offsets, asynchronous=True)
             else:
                 self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
@@ -153,6 +180,7 @@ class EventConsumer:
     def seek_to(self, position: str) -> None:
         """'beginning' or 'end' for every assigned partition."""
         offset = OFFSET_BEGINNING if position == "beginning" else OFFSET_END
+        self._buffer.clear()
         for tp in self._consumer.assignment():
             self._consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, offset))
 

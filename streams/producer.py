@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -69,6 +70,8 @@ class EventProducer:
         self.failed = 0
         self.recent_failures: deque[DeliveryReport] = deque(maxlen=_MAX_KEPT_FAILURES)
         self._closed = False
+        # Labelled metric children per topic: labels() is a locked dict lookup, too slow per record.
+        self._topic_metrics: dict[str, tuple[Any, Any]] = {}
 
     # --- sending --------------------------------------------------------------------------
 
@@ -119,8 +122,12 @@ class EventProducer:
                 latency_s: float, context: object) -> None:
         if err is None:
             self.delivered += 1
-            metrics.PRODUCED.labels(topic).inc()
-            metrics.DELIVERY_LATENCY.labels(topic).observe(latency_s)
+            children = self._topic_metrics.get(topic)
+            if children is None:
+                children = (metrics.PRODUCED.labels(topic), metrics.DELIVERY_LATENCY.labels(topic))
+                self._topic_metrics[topic] = children
+            children[0].inc()
+            children[1].observe(latency_s)
             report = DeliveryReport(topic, key, msg.partition(), msg.offset(), None, False,
                                     latency_s, context)
         else:
