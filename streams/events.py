@@ -35,6 +35,16 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return names
 
 
+_FIELD_SETS: dict[type, frozenset[str]] = {}
+
+
+def _field_set(cls: type) -> frozenset[str]:
+    names = _FIELD_SETS.get(cls)
+    if names is None:
+        names = _FIELD_SETS[cls] = frozenset(_field_names(cls))
+    return names
+
+
 def _shallow_record(obj: Any) -> dict[str, Any]:
     """Field name -> value of a dataclass instance. Not `dataclasses.asdict`: that deep-copies
     every value (each UUID, datetime and each of 1280 floats), which made encode_event several
@@ -103,17 +113,18 @@ class Event:
     @classmethod
     def from_record(cls: type[E], record: Mapping[str, Any]) -> E:
         """Build the event from a decoded Avro record; unknown extra fields are ignored."""
-        kwargs: dict[str, Any] = {}
-        for name in _field_names(cls):
-            if name not in record:
-                continue
-            value = record[name]
-            enum_type = cls._enums.get(name)
-            if enum_type is not None and value is not None:
-                value = enum_type(value)
-            elif isinstance(value, list):
-                value = tuple(value)
-            kwargs[name] = value
+        names = _field_names(cls)
+        if record.keys() <= _field_set(cls):
+            kwargs = dict(record)  # the usual case: the reader schema is this class's contract
+        else:
+            kwargs = {name: record[name] for name in names if name in record}
+        for name, value in kwargs.items():
+            if type(value) is list:
+                kwargs[name] = tuple(value)
+        for name, enum_type in cls._enums.items():
+            value = kwargs.get(name)
+            if value is not None:
+                kwargs[name] = enum_type(value)
         return cls(**kwargs)
 
 

@@ -3,6 +3,7 @@ confluent-kafka loop moving the same encoded bytes (the ceiling), repetitions in
 
 from __future__ import annotations
 
+import io
 import random
 import time
 import uuid
@@ -10,12 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from fastavro import schemaless_reader
 
 from streams.bench.report import Series, machine_info, ratio
 from streams.codec import AvroCodec
 from streams.consumer import EventConsumer
+from streams.contracts import contracts
 from streams.errors import PinstreamError
 from streams.events import InteractionAction, PinInteraction
 from streams.producer import EventProducer, PinProducer
@@ -24,9 +27,10 @@ from streams.settings import Settings
 from streams.topics import PINS_INTERACTIONS
 
 BARE = "bare confluent-kafka (bytes)"
+BARE_DECODED = "bare confluent-kafka + raw fastavro decode"
 OURS_RAW = "SDK: send_raw + EventConsumer (typed)"
 OURS_FULL = "SDK: PinProducer.interact + EventConsumer (typed)"
-PATHS = (BARE, OURS_RAW, OURS_FULL)
+PATHS = (BARE, BARE_DECODED, OURS_RAW, OURS_FULL)
 GOAL_RATIO = 0.8
 PARTITIONS = 6
 _CONSUME_DEADLINE_S = 120.0
@@ -47,8 +51,8 @@ class RoundtripResult:
         seconds = (self.produce if phase == "produce" else self.consume)[path]
         return Series(f"{path} {phase}", "events/s", tuple(self.events / s for s in seconds))
 
-    def ratio(self, path: str) -> float:
-        return ratio(self.total(path), self.total(BARE))
+    def ratio(self, path: str, ceiling: str = BARE) -> float:
+        return ratio(self.total(path), self.total(ceiling))
 
     def to_json(self, command: str) -> dict[str, Any]:
         return {
@@ -57,7 +61,8 @@ class RoundtripResult:
             "paths": {p: {"total": self.total(p).to_json(),
                           "produce": self.phase(p, "produce").to_json(),
                           "consume": self.phase(p, "consume").to_json(),
-                          "ratio_vs_bare": self.ratio(p)} for p in PATHS},
+                          "ratio_vs_bare": self.ratio(p),
+                          "ratio_vs_bare_decoded": self.ratio(p, BARE_DECODED)} for p in PATHS},
         }
 
 
@@ -111,14 +116,18 @@ def _bare_produce(settings: Settings, topic: str, keyed: list[tuple[bytes, bytes
     return time.perf_counter() - started
 
 
-def _bare_consume(settings: Settings, topic: str, events: int) -> float:
+def _bare_consume(settings: Settings, topic: str, events: int, decode: Any = None) -> float:
+    """Consume `events` records; `decode(value)` is applied to each when given."""
+    # Subscribed with a fresh group, as the SDK consumer is: both pay the same group join.
     consumer = Consumer(settings.kafka_consumer(f"bench-{uuid.uuid4().hex[:8]}"))
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    consumer.subscribe([topic])
     seen = 0
     started = time.perf_counter()
     while seen < events:
         for msg in consumer.consume(1000, 1.0):
             if msg.error() is None:
+                if decode is not None:
+                    decode(msg.value())
                 seen += 1
         if time.perf_counter() - started > _CONSUME_DEADLINE_S:
             raise PinstreamError(f"bare consumer: {seen}/{events} after {_CONSUME_DEADLINE_S:.0f}s")
@@ -166,6 +175,12 @@ def run_roundtrip_bench(settings: Settings, events: int, repeat: int, seed: int,
     codec = AvroCodec()
     keyed = [(e.user_id.encode(), codec.encode_event(e)) for e in workload]
     result = RoundtripResult(events, repeat)
+    parsed = contracts().latest("PinInteraction").parsed
+
+    def raw_decoder(value: bytes) -> object:
+        # The same body fastavro reads for us, past the 10-byte single-object header.
+        return schemaless_reader(io.BytesIO(value[10:]), parsed, None)
+
     topics = _Topics(settings)
     try:
         for rep in range(repeat + 1):  # repetition 0 warms up the broker and the clients
@@ -174,9 +189,10 @@ def run_roundtrip_bench(settings: Settings, events: int, repeat: int, seed: int,
             for path in order:
                 prefix, topic = topics.new()
                 scoped = settings.model_copy(update={"topic_prefix": prefix})
-                if path == BARE:
+                if path in (BARE, BARE_DECODED):
                     produced = _bare_produce(settings, topic, keyed)
-                    consumed = _bare_consume(settings, topic, events)
+                    consumed = _bare_consume(settings, topic, events,
+                                             raw_decoder if path == BARE_DECODED else None)
                 elif path == OURS_RAW:
                     produced = _ours_produce_raw(settings, topic, keyed)
                     consumed = _ours_consume(settings, topic, events)
