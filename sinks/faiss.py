@@ -95,6 +95,7 @@ class VectorIndex:
         self._pins: dict[int, str] = {}
         self._offsets: dict[int, int] = {}
         self._trained_for = 0
+        self.trained_on = 0  # vectors the IVF lists were trained on, in this process (0: unknown)
         self._index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
     # --- state -----------------------------------------------------------------------------
@@ -123,6 +124,15 @@ class VectorIndex:
     def needs_retrain(self) -> bool:
         """True once the collection outgrew its lists 8-fold: searches slow down, rebuild it."""
         return bool(self._trained_for) and len(self) > RETRAIN_GROWTH * self._trained_for
+
+    def set_nprobe(self, nprobe: int) -> None:
+        """IVF lists scanned per query from now on: more = better recall, slower searches."""
+        if nprobe <= 0:
+            raise ValueError(f"nprobe must be positive, got {nprobe}")
+        with self._lock:
+            self.nprobe = nprobe
+            if self._trained_for:
+                faiss.extract_index_ivf(self._index).nprobe = nprobe
 
     def offsets(self) -> dict[int, int]:
         """Partition -> next offset of the embeddings topic that this index reflects."""
@@ -345,6 +355,7 @@ class VectorIndex:
         ivf.add_with_ids(vectors, ids)
         self._index = ivf
         self._trained_for = planned
+        self.trained_on = count
 
 
 def _unit_rows(rows: FloatArray, names: Sequence[str]) -> FloatArray:
