@@ -58,7 +58,7 @@ class SyntheticEmbeddings:
 
     def _model(self) -> tuple[FloatRows, FloatRows, FloatRows]:
         rng = np.random.default_rng(self.seed)
-        basis = rng.standard_normal((self.rank, self.dim), dtype=np.float32) / np.sqrt(self.rank)
+        basis = rng.standard_normal((self.rank, self.dim), dtype=np.float32) / math.sqrt(self.rank)
         centres = rng.standard_normal((self.clusters, self.rank), dtype=np.float32)
         mean = (np.abs(rng.standard_normal(self.dim, dtype=np.float32)) * self.mean_scale).astype(np.float32)
         return basis, centres, mean
@@ -75,6 +75,7 @@ class SyntheticEmbeddings:
         rows += self.full_rank_noise * rng.standard_normal((count, self.dim), dtype=np.float32)
         np.maximum(rows, 0, out=rows)
         rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        assert rows.dtype == np.float32  # a float64 scalar anywhere above would double the work
         return rows
 
 

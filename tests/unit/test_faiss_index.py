@@ -265,3 +265,25 @@ def test_searches_run_beside_upserts_and_deletes_from_other_threads() -> None:
     assert errors == []
     assert len(idx) == 100 + 4_000 - 80
     assert idx.kind == IndexKind.IVF_SQ8
+
+
+def test_set_nprobe_changes_the_lists_scanned_and_refuses_zero() -> None:
+    dim = 32
+    vectors = random_unit(3_000, dim, seed=4)
+    idx = VectorIndex("v1", dim, kind=IndexKind.IVF_SQ8, nprobe=1)
+    idx.upsert_many([f"p{i}" for i in range(3_000)], vectors)
+    exact = VectorIndex("v1", dim, kind=IndexKind.FLAT)
+    exact.upsert_many([f"p{i}" for i in range(3_000)], vectors)
+    queries = random_unit(40, dim, seed=5)
+
+    def agreement() -> float:
+        got = idx.search(queries, k=10)
+        want = exact.search(queries, k=10)
+        return float(np.mean([len({h.pin_id for h in g} & {h.pin_id for h in w}) / 10
+                              for g, w in zip(got, want, strict=True)]))
+
+    narrow = agreement()
+    idx.set_nprobe(64)  # every list: only quantisation separates it from exact search
+    assert agreement() > max(narrow, 0.9)
+    with pytest.raises(ValueError):
+        idx.set_nprobe(0)
