@@ -30,7 +30,6 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-HEADER_SOURCE_TIMESTAMP = "pinstream.source.timestamp_ms"
 # Image problems that no retry can fix: the pin is stored without visual features and the
 # record is dead-lettered with the reason. Anything else (model error, timeout) is retried later.
 PERMANENT_REASONS = frozenset({
@@ -87,19 +86,21 @@ Vector = np.ndarray[Any, np.dtype[np.float32]]
 
 
 def make_batch_function(embedder: EmbedderLike, blobs: BlobStore, settings: Settings
-                        ) -> Callable[[list[PinCreated]], list[Vector | BaseException]]:
-    """The function the micro-batcher runs in its worker thread: load, decode, embed a batch;
-    one entry per pin, its vector or the ProcessingError that stopped it."""
+                        ) -> Callable[[list[PinCreated | Image.Image]], list[Vector | BaseException]]:
+    """The function the micro-batcher runs in its worker thread: load, decode, embed a batch of
+    pins (and decoded query images); one entry per item, its vector or the ProcessingError."""
     limits = ImageLimits.from_settings(settings)
 
-    def run(pins: list[PinCreated]) -> list[Vector | BaseException]:
+    def run(items: list[PinCreated | Image.Image]) -> list[Vector | BaseException]:
         outcomes: list[Vector | BaseException] = []
         images: list[Image.Image] = []
         slots: list[int] = []
-        for pin in pins:
+        for item in items:
             started = time.perf_counter()
             try:
-                image = decode_image(load_image_bytes(pin, blobs, settings), limits)
+                # Visual-search queries arrive decoded; pins carry a reference to their image.
+                image = item if isinstance(item, Image.Image) else decode_image(
+                    load_image_bytes(item, blobs, settings), limits)
             except ProcessingError as exc:
                 embed_metrics.FAILURES.labels(exc.reason or "unknown").inc()
                 outcomes.append(exc)
@@ -129,7 +130,7 @@ def make_batch_function(embedder: EmbedderLike, blobs: BlobStore, settings: Sett
 class PinEmbedStage:
     """Runs one batch of pins.created records through embedding, storage and publication."""
 
-    def __init__(self, *, embedder: EmbedderLike, batcher: MicroBatcher[PinCreated, Any],
+    def __init__(self, *, embedder: EmbedderLike, batcher: MicroBatcher[PinCreated | Image.Image, Any],
                  store: PinStoreLike, outbox: Outbox, codec: AvroCodec) -> None:
         self.embedder = embedder
         self.batcher = batcher

@@ -102,6 +102,17 @@ class Settings(BaseSettings):
     index_nprobe: int = Field(default=32, ge=1, le=4096,
                               description="IVF lists scanned per query (recall against latency)")
 
+    # Visual search and the worker's web server
+    search_shortlist: int = Field(default=1000, ge=1, le=10_000,
+                                  description="ANN candidates taken before threshold and re-rank")
+    search_min_cosine: float = Field(default=0.5, ge=-1.0, le=1.0,
+                                     description="candidates below this cosine are dropped")
+    search_embed_timeout_s: float = Field(default=1.0, gt=0, le=60,
+                                          description="feature extraction deadline; then the fallback")
+    search_max_upload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    web_host: str = Field(default="127.0.0.1", description="worker web server address")
+    web_port: int = Field(default=6066, ge=1, le=65535, description="worker web server port")
+
     @field_validator("bootstrap_servers")
     @classmethod
     def _servers_not_empty(cls, value: str) -> str:

@@ -73,3 +73,6 @@ HEADER_REPLAY_OF = "pinstream.replay.of"  # "<topic>/<partition>/<offset>" of th
 HEADER_DLQ_REASON = "pinstream.dlq.reason"
 HEADER_DLQ_ERROR = "pinstream.dlq.error"
 HEADER_DLQ_SOURCE = "pinstream.dlq.source"  # "<topic>/<partition>/<offset>"
+# On a PinEmbedding: Kafka timestamp (ms) of the pins.created record it came from, so the index
+# can measure publish -> searchable.
+HEADER_SOURCE_TIMESTAMP = "pinstream.source.timestamp_ms"

@@ -109,7 +109,7 @@ def _run(tmp_path: Path, records_of: Any, *, embedder: FakeEmbedder | None = Non
     outbox = FakeOutbox()
 
     async def main() -> Any:
-        batcher: MicroBatcher[PinCreated, Any] = MicroBatcher(
+        batcher: MicroBatcher[PinCreated | Image.Image, Any] = MicroBatcher(
             make_batch_function(embedder, blobs, settings), max_batch=4, max_wait_ms=5)
         async with batcher:
             stage = PinEmbedStage(embedder=embedder, batcher=batcher, store=store, outbox=outbox,
