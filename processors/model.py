@@ -292,7 +292,9 @@ def quantise_int8(folded: FoldedLite0, calibration: torch.Tensor) -> nn.Module:
 
     torch.backends.quantized.engine = "x86"
     model = copy.deepcopy(folded).eval()
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        # torch.ao's deprecation notices, once per layer: noise in a worker's log.
+        warnings.simplefilter("ignore", UserWarning)
         prepared = prepare_fx(model, get_default_qconfig_mapping("x86"),
                               example_inputs=(calibration[:1],))
         for start in range(0, calibration.shape[0], 8):
