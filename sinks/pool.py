@@ -184,7 +184,9 @@ class ConnectionPool(Generic[C]):
         self._in_use_gauge = POOL_IN_USE.labels(name)
         self._idle_gauge = POOL_IDLE.labels(name)
         self._acquire_hist = POOL_ACQUIRE_SECONDS.labels(name)
+        # Counters start at 0 when the pool does, so that alerting on increase() sees the first one.
         self._leaks = POOL_LEAKS.labels(name)
+        self._exhausted = POOL_EXHAUSTED.labels(name)
         POOL_MAX.labels(name).set(config.max_size)
         self._publish_locked()
 
@@ -271,7 +273,7 @@ class ConnectionPool(Generic[C]):
             return False
 
     def _exhausted_locked(self) -> SinkError:
-        POOL_EXHAUSTED.labels(self.config.name).inc()
+        self._exhausted.inc()
         oldest = next(iter(self._loans.values()), None)
         where = ""
         if oldest is not None and oldest.call_site:
