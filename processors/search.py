@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -85,7 +86,11 @@ def metadata_dict(record: Any) -> dict[str, Any]:
     for key, value in raw.items():
         if key in ("embedding", "vector") or isinstance(value, bytes | np.ndarray):
             continue
-        out[key] = value.isoformat() if hasattr(value, "isoformat") else value
+        if hasattr(value, "isoformat"):
+            value = value.isoformat()
+        elif isinstance(value, uuid.UUID):
+            value = str(value)
+        out[key] = value
     return out
 
 

@@ -21,6 +21,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "gen": ("streams.cli.gen:gen", "Generate a deterministic workload of pins or interactions."),
     "bench": ("streams.cli.bench:bench", "Benchmarks: our figure beside the bare-library ceiling."),
     "config": ("streams.cli.config:config", "Show the effective settings (secrets masked)."),
+    "worker": ("streams.cli.worker:worker", "Run the stream processors and the web views."),
+    "search": ("streams.cli.search:search", "Visual search: the pins that look like an image."),
 }
 
 

@@ -1,0 +1,106 @@
+"""The faust app of `pinstream worker`: a thin agent per stage over the processors, and the web
+views. Entry point only: nothing imports it but the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Any
+
+import faust
+from faust.streams import Stream
+from faust.types import EventT, StreamT
+
+from streams.deadletter import RawRecord
+from streams.settings import Settings
+from streams.topics import PINS_CREATED
+from streams.web import register_views
+from streams.worker import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """The same SASL/SSL settings the confluent-kafka clients get, in faust's (aiokafka's) terms."""
+    context = None
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.ssl_ca_location) if settings.ssl_ca_location else None)
+        if settings.ssl_certificate_location and settings.ssl_key_location:
+            password = settings.ssl_key_password.get_secret_value() if settings.ssl_key_password else None
+            context.load_cert_chain(str(settings.ssl_certificate_location),
+                                    str(settings.ssl_key_location), password)
+    if settings.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.sasl_username, ssl_context=context,
+            password=settings.sasl_password.get_secret_value() if settings.sasl_password else None,
+            mechanism=settings.sasl_mechanism)
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def raw_from_event(event: EventT) -> RawRecord:
+    message = event.message
+    listed = message.headers or ()
+    pairs = list(listed.items()) if isinstance(listed, dict) else list(listed)
+    headers = tuple((str(k), v if isinstance(v, bytes) else str(v or "").encode()) for k, v in pairs)
+    return RawRecord(topic=message.topic, partition=message.partition, offset=message.offset,
+                     key=message.key, value=message.value, headers=headers,
+                     timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None)
+
+
+class PinstreamApp(faust.App):
+    """The faust app, owning the worker runtime: built when the app starts, before any agent runs."""
+
+    def __init__(self, settings: Settings, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pinstream_settings = settings
+        self.runtime: WorkerRuntime | None = None
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        # Model load and index catch-up take seconds: off the event loop.
+        runtime = await asyncio.to_thread(WorkerRuntime.build, self.pinstream_settings)
+        await runtime.start()
+        self.runtime = runtime
+        log.info("worker ready: %s", runtime.health())
+
+    async def on_stop(self) -> None:
+        runtime, self.runtime = self.runtime, None
+        if runtime is not None:
+            await runtime.stop()
+        await super().on_stop()
+
+
+def create_app(settings: Settings) -> PinstreamApp:
+    scheme = "kafka" if settings.security_protocol in ("PLAINTEXT", "SASL_PLAINTEXT") else "kafka+ssl"
+    app = PinstreamApp(
+        settings, f"{settings.topic_prefix}pinstream-worker",
+        broker=[f"{scheme}://{server}" for server in settings.bootstrap_servers.split(",")],
+        broker_credentials=broker_credentials(settings),
+        key_serializer="raw", value_serializer="raw",
+        # Topics come from the catalogue (`pinstream topics apply`), never from a worker's guess.
+        topic_allow_declare=False, topic_disable_leader=True,
+        store="memory://", web_host=settings.web_host, web_port=settings.web_port,
+        web_bind=settings.web_host, producer_acks=-1, stream_buffer_maxsize=256,
+    )
+    created = app.topic(settings.topic(PINS_CREATED.name), key_serializer="raw", value_serializer="raw")
+
+    @app.agent(created)
+    async def embed_pins(stream: StreamT[Any]) -> None:
+        assert isinstance(stream, Stream)  # take_events lives on the concrete stream
+        # take_events acknowledges a batch only after this body has handled it (stored,
+        # published, dead-lettered or reconciled), so offsets never pass unfinished work.
+        async for events in stream.take_events(settings.embed_max_batch * 2,
+                                               within=max(settings.embed_max_wait_ms / 1000, 0.01)):
+            runtime = app.runtime
+            if runtime is None:  # agents start after on_start; a stop may race a last batch
+                raise RuntimeError("worker runtime not running")
+            report = await runtime.stage.process([raw_from_event(e) for e in events])
+            if report.dead_lettered or report.reconciliations:
+                log.info("embed batch: %s", report)
+
+    register_views(app, lambda: app.runtime)
+    return app

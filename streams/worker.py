@@ -1,0 +1,100 @@
+"""The worker's runtime: the objects the faust agents and web views share, built once at start.
+
+Entry point only (the faust app, the web views and the CLI use it; nothing else imports it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from processors.batching import MicroBatcher
+from processors.embed import PinEmbedStage, make_batch_function
+from processors.index_live import IndexFollower
+from processors.model import EMBEDDING_DIM, Embedder
+from processors.outbox import KafkaOutbox, ReconcileFn
+from processors.search import VisualSearch
+from sinks.hbase import PinStore
+from streams.blobs import BlobStore
+from streams.codec import AvroCodec
+from streams.deadletter import RawRecord
+from streams.events import PinCreated, Reconciliation, Stage
+from streams.producer import EventProducer
+from streams.registry import build_codec
+from streams.settings import Settings
+from streams.topics import RECONCILIATION
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerRuntime:
+    settings: Settings
+    codec: AvroCodec
+    embedder: Embedder
+    batcher: MicroBatcher[PinCreated | Image.Image, Any]
+    store: PinStore
+    producer: EventProducer
+    stage: PinEmbedStage
+    follower: IndexFollower
+    search: VisualSearch
+
+    @classmethod
+    def build(cls, settings: Settings) -> WorkerRuntime:
+        codec = build_codec(settings)
+        embedder = Embedder.from_settings(settings)
+        blobs = BlobStore(settings.blob_dir)
+        batcher: MicroBatcher[PinCreated | Image.Image, Any] = MicroBatcher(
+            make_batch_function(embedder, blobs, settings), max_batch=settings.embed_max_batch,
+            max_wait_ms=settings.embed_max_wait_ms, queue_size=settings.embed_queue_size,
+            timeout_s=settings.embed_batch_timeout_s)
+        store = PinStore.from_settings(settings)
+        producer = EventProducer(settings, codec=codec)
+        outbox = KafkaOutbox(producer, reconcile_to_kafka(producer))
+        stage = PinEmbedStage(embedder=embedder, batcher=batcher, store=store, outbox=outbox,
+                              codec=codec)
+        follower = IndexFollower(settings, embedder.model_version, EMBEDDING_DIM, codec=codec)
+        search = VisualSearch(settings, index=lambda: follower.index, batcher=batcher, pins=store,
+                              model_version=embedder.model_version)
+        return cls(settings, codec, embedder, batcher, store, producer, stage, follower, search)
+
+    async def start(self) -> None:
+        await self.batcher.start()
+        self.follower.start()
+        await asyncio.to_thread(self.follower.ready.wait)
+        if self.follower.error is not None:
+            raise self.follower.error
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        await asyncio.to_thread(self.follower.stop)
+        await asyncio.to_thread(self.producer.close)
+        self.store.close()
+
+    def health(self) -> dict[str, Any]:
+        index = self.follower.index
+        return {
+            "model_version": self.embedder.model_version,
+            "index_ready": index is not None and self.follower.error is None,
+            "index_pins": len(index) if index is not None else 0,
+            "index_error": repr(self.follower.error) if self.follower.error else None,
+            "embed_queue": self.batcher.depth(),
+        }
+
+
+def reconcile_to_kafka(producer: EventProducer) -> ReconcileFn:
+    """A `ReconcileFn` that publishes a Reconciliation with the failed record as its payload."""
+
+    def reconcile(stage: Stage, entity_id: str, dependency: str, error: Exception,
+                  source: RawRecord) -> None:
+        event = Reconciliation(
+            stage=stage, entity_type="pin", entity_id=entity_id, dependency=dependency,
+            error=f"{type(error).__name__}: {error}"[:2000], source_topic=source.topic,
+            source_partition=source.partition, source_offset=source.offset, payload=source.value)
+        producer.send_event(RECONCILIATION, entity_id, event, context=source.source)
+
+    return reconcile
