@@ -181,14 +181,15 @@ class ConnectionPool(Generic[C]):
         # Appended to by lease finalizers, which may run inside GC while our lock is held.
         self._orphans: deque[int] = deque()
         name = config.name
-        self._in_use_gauge = POOL_IN_USE.labels(name)
-        self._idle_gauge = POOL_IDLE.labels(name)
         self._acquire_hist = POOL_ACQUIRE_SECONDS.labels(name)
         # Counters start at 0 when the pool does, so that alerting on increase() sees the first one.
         self._leaks = POOL_LEAKS.labels(name)
         self._exhausted = POOL_EXHAUSTED.labels(name)
         POOL_MAX.labels(name).set(config.max_size)
-        self._publish_locked()
+        # Read when scraped rather than set on every borrow: the borrow path stays cheap. The
+        # ints are read without the lock; a scrape sees a value that was true a moment ago.
+        POOL_IN_USE.labels(name).set_function(lambda: self._slots - len(self._idle))
+        POOL_IDLE.labels(name).set_function(lambda: len(self._idle))
 
     # --- borrowing ----------------------------------------------------------------------------
 
@@ -209,7 +210,6 @@ class ConnectionPool(Generic[C]):
         except BaseException:
             with self._cond:
                 self._slots -= 1
-                self._publish_locked()
                 self._cond.notify()
             raise
         now = self._clock()
@@ -231,12 +231,9 @@ class ConnectionPool(Generic[C]):
                     raise SinkError(f"pool {self.config.name} is closed",
                                     dependency=self.config.dependency)
                 if self._idle:
-                    pooled = self._idle.pop()
-                    self._publish_locked()
-                    return pooled
+                    return self._idle.pop()
                 if self._slots < self.config.max_size:
                     self._slots += 1
-                    self._publish_locked()
                     return None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -301,7 +298,6 @@ class ConnectionPool(Generic[C]):
                 self._idle.append(pooled)
             else:
                 self._slots -= 1
-            self._publish_locked()
             self._cond.notify()
         if reason is not None:
             self._discard(pooled.conn, reason)
@@ -347,7 +343,6 @@ class ConnectionPool(Generic[C]):
             # neither reuse nor close it.
             self._slots -= 1
             self._leaked(loan, self._clock(), dropped=True)
-            self._publish_locked()
             self._cond.notify()
 
     def _leaked(self, loan: _Loan[C], now: float, *, dropped: bool) -> LeakReport:
@@ -367,10 +362,6 @@ class ConnectionPool(Generic[C]):
             self._reap_orphans_locked()
             return PoolStats(self.config.name, self.config.max_size, self._slots - len(self._idle),
                              len(self._idle), self._waiting)
-
-    def _publish_locked(self) -> None:
-        self._in_use_gauge.set(self._slots - len(self._idle))
-        self._idle_gauge.set(len(self._idle))
 
     def close(self) -> None:
         """Close idle connections now and lent ones when returned; later borrows raise SinkError."""
