@@ -1,0 +1,258 @@
+"""The pin-creation path end to end on the real stack and the real model: a `pinstream worker`
+process embeds published pins, stores them in HBase, indexes them and answers visual search;
+bad images are dead-lettered with reasons, an HBase outage becomes reconciliation records."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import happybase
+import httpx
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from PIL import Image
+
+from sinks.hbase import PinStore
+from streams import stack
+from streams.admin import apply_topics
+from streams.blobs import BlobStore
+from streams.codec import AvroCodec
+from streams.consumer import EventConsumer
+from streams.events import PinCreated, PinEmbedding, Reconciliation, Stage
+from streams.producer import EventProducer, PinProducer
+from streams.ratelimit import RateLimiter
+from streams.settings import Settings, load_settings
+from streams.topics import (
+    CATALOGUE,
+    DEADLETTER,
+    HEADER_DLQ_REASON,
+    PINS_CREATED,
+    PINS_EMBEDDINGS,
+    RECONCILIATION,
+)
+from streams.workload.images import augment, render_pin_image
+from streams.workload.population import build_world
+from tests.unit.test_images import png_with_size
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Worker:
+    def __init__(self, settings: Settings, env: dict[str, str], log: Path) -> None:
+        self.settings, self.env, self.log = settings, env, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.web_port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"], env=self.env,
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"worker exited: {self.log.read_text()[-3000:]}"
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        raise AssertionError(f"worker not ready in 180 s: {self.log.read_text()[-3000:]}")
+
+    def health(self) -> dict[str, object]:
+        return dict(httpx.get(f"{self.url}/healthz", timeout=5).json())
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    tmp = tmp_path_factory.mktemp("worker")
+    tag = uuid.uuid4().hex[:10]
+    values = {
+        "topic_prefix": f"t{tag}.", "blob_dir": str(tmp / "blobs"), "index_dir": str(tmp / "index"),
+        "hbase_table_prefix": f"t{tag}", "web_port": str(_free_port()), "metrics_port": "0",
+        "embed_threads": "2",
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PINSTREAM_")}
+    env |= {f"PINSTREAM_{k.upper()}": v for k, v in values.items()}
+    settings = load_settings(**values)
+    apply_topics(settings)
+    running = Worker(settings, env, tmp / "worker.log")
+    running.start()
+    yield running
+    running.stop()
+    admin = AdminClient(settings.kafka_common())
+    for future in admin.delete_topics([settings.topic(s.name) for s in CATALOGUE]).values():
+        future.result(timeout=30)
+    connection = happybase.Connection(settings.hbase_host, settings.hbase_port,
+                                      table_prefix=settings.hbase_table_prefix)
+    for table in connection.tables():
+        connection.delete_table(table.decode(), disable=True)  # names come without the prefix
+    connection.close()
+
+
+def _images(n: int, seed: int = 3) -> list[bytes]:
+    world = build_world(seed, users=4, pins=n, clusters=n)
+    rng = np.random.default_rng(seed)
+    return [render_pin_image(rng, world.clusters[i % len(world.clusters)].theme) for i in range(n)]
+
+
+def _publish_pins(settings: Settings, images: list[bytes], prefix: str) -> list[PinCreated]:
+    blobs = BlobStore(settings.blob_dir)
+    with PinProducer(settings, rate_limiter=RateLimiter(0)) as producer:
+        return [producer.create_pin(pin_id=f"{prefix}{i}", user_id=f"u{i % 3}", board_id="b1",
+                                    title=f"pin {i}", description="generated",
+                                    image_ref=blobs.put(image))
+                for i, image in enumerate(images)]
+
+
+def _read(settings: Settings, topic: str, n: int, timeout: float = 120.0) -> list[object]:
+    consumer = EventConsumer(settings, [settings.topic(topic)], group_id=f"g-{uuid.uuid4()}",
+                             on_decode_error=lambda raw, exc: None)
+    out = [r.value for r in consumer.iter(max_records=n, idle_timeout=timeout)]
+    consumer.close()
+    return out
+
+
+def test_published_pins_are_embedded_stored_and_found_by_an_augmented_copy(worker: Worker) -> None:
+    settings = worker.settings
+    images = _images(8)
+    pins = _publish_pins(settings, images, "p")
+    embeddings = [e for e in _read(settings, PINS_EMBEDDINGS.name, len(pins)) if isinstance(e, PinEmbedding)]
+    assert sorted(e.pin_id for e in embeddings) == sorted(p.pin_id for p in pins)
+    for e in embeddings:
+        assert e.model_id == "efficientnet-lite0" and len(e.vector) == 1280
+        assert abs(float(np.linalg.norm(e.vector)) - 1.0) < 1e-4
+
+    store = PinStore.from_settings(settings, create_tables=False)
+    rows = store.get_pins([p.pin_id for p in pins])
+    store.close()
+    assert set(rows) == {p.pin_id for p in pins}
+    assert rows["p3"].title == "pin 3" and rows["p3"].embedding is not None
+    assert rows["p3"].embedding.shape == (1280,)
+
+    deadline = time.monotonic() + 60
+    while worker.health()["index_pins"] != len(pins):
+        assert time.monotonic() < deadline, worker.health()
+        time.sleep(0.5)
+    copy = augment(Image.open(io.BytesIO(images[5])), np.random.default_rng(11))
+    buffer = io.BytesIO()
+    copy.save(buffer, "JPEG", quality=80)
+    answer = httpx.post(f"{worker.url}/search/visual", params={"k": 5}, content=buffer.getvalue(),
+                        headers={"Content-Type": "image/jpeg"}, timeout=30).json()
+    assert answer["fallback"] is None
+    assert answer["hits"][0]["pin_id"] == "p5", answer["hits"]
+    assert answer["hits"][0]["title"] == "pin 5"
+
+    # The CLI asks the same worker.
+    query = Path(worker.settings.blob_dir) / "query.jpg"
+    query.write_bytes(buffer.getvalue())
+    cli = subprocess.run([sys.executable, "-m", "streams.cli", "search", str(query), "-k", "3"],
+                         capture_output=True, text=True, env=worker.env, check=False, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    assert "p5" in cli.stdout.splitlines()[3]  # the first row of the table
+
+
+def test_bad_images_are_dead_lettered_with_reasons_and_the_worker_goes_on(worker: Worker) -> None:
+    settings = worker.settings
+    codec = AvroCodec()
+    bad = {
+        "corrupt": b"\xff\xd8\xff\xe0" + os.urandom(300),
+        "zero": b"",
+        "text": b"<html>not an image</html>",
+        "bomb": png_with_size(30000, 30000),
+    }
+    raw = EventProducer(settings)
+    topic = settings.topic(PINS_CREATED.name)
+    for name, data in bad.items():
+        event = PinCreated(pin_id=f"bad-{name}", user_id="u", board_id="b", title=name,
+                           description="", image_bytes=data)
+        raw.send_raw(topic, event.pin_id.encode(), codec.encode_event(event))
+    unknown = PinCreated(pin_id="bad-ref", user_id="u", board_id="b", title="ref", description="",
+                         image_ref="f" * 64 + ".jpg")
+    raw.send_raw(topic, b"bad-ref", codec.encode_event(unknown))
+    raw.send_raw(topic, b"bad-bytes", b"\x00\x01garbage")
+    raw.close()
+    (good,) = _publish_pins(settings, _images(1, seed=9), "after-bad-")
+
+    dlq = Consumer(settings.kafka_consumer(f"g-{uuid.uuid4()}"))
+    dlq.assign([TopicPartition(settings.topic(DEADLETTER.name), p, 0) for p in range(DEADLETTER.partitions)])
+    reasons: dict[bytes, str] = {}
+    deadline = time.monotonic() + 120
+    while len(reasons) < 6 and time.monotonic() < deadline:
+        msg = dlq.poll(0.5)
+        if msg is not None and msg.error() is None:
+            reasons[msg.key()] = dict(msg.headers())[HEADER_DLQ_REASON].decode()
+    dlq.close()
+    assert reasons[b"bad-corrupt"] in ("corrupt_image", "not_an_image")
+    assert reasons[b"bad-zero"] == "empty_image"
+    assert reasons[b"bad-text"] == "not_an_image"
+    assert reasons[b"bad-bomb"] == "too_many_pixels"
+    assert reasons[b"bad-ref"] == "unknown_blob"
+    assert reasons[b"bad-bytes"] in ("bad_magic", "unknown_schema_id", "registry_not_configured")
+    embedded = [e for e in _read(settings, PINS_EMBEDDINGS.name, 20, timeout=15)
+                if isinstance(e, PinEmbedding)]
+    assert good.pin_id in {e.pin_id for e in embedded}
+    store = PinStore.from_settings(settings, create_tables=False)
+    rows = store.get_pins(["bad-bomb", "bad-ref"])
+    store.close()
+    assert rows["bad-bomb"].pending_embedding == "too_many_pixels"  # metadata kept, no features
+    assert rows["bad-ref"].embedding is None
+
+
+def test_hbase_outage_becomes_reconciliations_without_a_crash(worker: Worker) -> None:
+    settings = worker.settings
+    stack.down(["thrift"])
+    try:
+        pins = _publish_pins(settings, _images(3, seed=21), "outage-")
+        records = [r for r in _read(settings, RECONCILIATION.name, 3, timeout=120)
+                   if isinstance(r, Reconciliation)]
+    finally:
+        stack.up(["thrift"])
+    assert {r.entity_id for r in records} == {p.pin_id for p in pins}
+    assert {(r.stage, r.dependency) for r in records} == {(Stage.PIN_STORE, "hbase")}
+    assert all(r.payload and r.source_topic == settings.topic(PINS_CREATED.name) for r in records)
+    assert worker.process is not None and worker.process.poll() is None
+    # Embeddings still flowed during the outage, and the worker serves after it.
+    embedded = {e.pin_id for e in _read(settings, PINS_EMBEDDINGS.name, 30, timeout=15)
+                if isinstance(e, PinEmbedding)}
+    assert {p.pin_id for p in pins} <= embedded
+    assert worker.health()["index_ready"] is True
+
+
+def test_restarted_worker_loads_its_snapshot_and_catches_up(worker: Worker) -> None:
+    before = worker.health()["index_pins"]
+    assert isinstance(before, int) and before > 0
+    worker.stop()
+    snapshots = list(Path(worker.settings.index_dir).rglob("*"))
+    assert snapshots, "no snapshot written on shutdown"
+    worker.start()
+    assert worker.health()["index_pins"] == before
