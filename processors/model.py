@@ -143,7 +143,23 @@ class Embedder:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Embedder:
-        return cls(settings.embed_optimisation, threads=settings.embed_threads)
+        """The embedder the settings ask for, warmed up for every batch size up to the batcher's."""
+        embedder = cls(settings.embed_optimisation, threads=settings.embed_threads)
+        embedder.warm_up(settings.embed_max_batch)
+        return embedder
+
+    def warm_up(self, max_batch: int) -> float:
+        """Run every batch size 1..max_batch twice: the first calls of a new input shape pay for
+        oneDNN primitive creation and (jit) re-profiling, which must not land on live pins.
+        """
+        started = time.perf_counter()
+        for size in range(1, max_batch + 1):
+            batch = torch.zeros(size, 3, INPUT_SIZE, INPUT_SIZE)
+            self.embed_batch(batch)
+            self.embed_batch(batch)
+        elapsed = time.perf_counter() - started
+        log.info("embedder warmed up for batches of 1..%d in %.1f s", max_batch, elapsed)
+        return elapsed
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray[Any, np.dtype[np.float32]]:
         """(N, 1280) float32 rows of unit length, in the order of `images`."""
@@ -199,7 +215,7 @@ class _ConvAct(nn.Module):
         super().__init__()
         self.pad = pad
         self.conv = conv
-        self.act = nn.ReLU6() if act else nn.Identity()
+        self.act = nn.ReLU6(inplace=True) if act else nn.Identity()  # the conv's output is ours
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad is not None:

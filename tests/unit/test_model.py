@@ -116,3 +116,16 @@ def test_unknown_variant_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         Embedder("turbo")
 
+
+
+def test_from_settings_warms_up_every_batch_size() -> None:
+    from streams.settings import Settings
+
+    threads = torch.get_num_threads()
+    try:
+        embedder = Embedder.from_settings(Settings(embed_optimisation="fused", embed_max_batch=3,
+                                                   embed_threads=1))
+        assert embedder.optimisation == "fused" and torch.get_num_threads() == 1
+        assert embedder.warm_up(1) >= 0.0
+    finally:
+        torch.set_num_threads(threads)  # a process-wide setting: leave it as other tests found it
