@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,26 +13,23 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import happybase
 import httpx
 import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 from PIL import Image
 
 from sinks.hbase import PinStore
 from streams import stack
-from streams.admin import apply_topics
 from streams.blobs import BlobStore
 from streams.codec import AvroCodec
 from streams.consumer import EventConsumer
 from streams.events import PinCreated, PinEmbedding, Reconciliation, Stage
+from streams.localworker import LocalWorker
 from streams.producer import EventProducer, PinProducer
 from streams.ratelimit import RateLimiter
-from streams.settings import Settings, load_settings
+from streams.settings import Settings
 from streams.topics import (
-    CATALOGUE,
     DEADLETTER,
     HEADER_DLQ_REASON,
     PINS_CREATED,
@@ -46,77 +41,13 @@ from streams.workload.population import build_world
 from tests.unit.test_images import png_with_size
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Worker:
-    def __init__(self, settings: Settings, env: dict[str, str], log: Path) -> None:
-        self.settings, self.env, self.log = settings, env, log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.web_port}"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"], env=self.env,
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"worker exited: {self.log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        raise AssertionError(f"worker not ready in 180 s: {self.log.read_text()[-3000:]}")
-
-    def health(self) -> dict[str, object]:
-        return dict(httpx.get(f"{self.url}/healthz", timeout=5).json())
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
 
 
 @pytest.fixture(scope="module")
-def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    tmp = tmp_path_factory.mktemp("worker")
-    tag = uuid.uuid4().hex[:10]
-    values = {
-        "topic_prefix": f"t{tag}.", "blob_dir": str(tmp / "blobs"), "index_dir": str(tmp / "index"),
-        "hbase_table_prefix": f"t{tag}", "web_port": str(_free_port()), "metrics_port": "0",
-        "embed_threads": "2",
-    }
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PINSTREAM_")}
-    env |= {f"PINSTREAM_{k.upper()}": v for k, v in values.items()}
-    settings = load_settings(**values)
-    apply_topics(settings)
-    running = Worker(settings, env, tmp / "worker.log")
-    running.start()
-    yield running
-    running.stop()
-    admin = AdminClient(settings.kafka_common())
-    for future in admin.delete_topics([settings.topic(s.name) for s in CATALOGUE]).values():
-        future.result(timeout=30)
-    connection = happybase.Connection(settings.hbase_host, settings.hbase_port,
-                                      table_prefix=settings.hbase_table_prefix)
-    for table in connection.tables():
-        connection.delete_table(table.decode(), disable=True)  # names come without the prefix
-    connection.close()
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalWorker]:
+    running = LocalWorker(tmp_path_factory.mktemp("worker"), embed_threads=2)
+    with running:
+        yield running
 
 
 def _images(n: int, seed: int = 3) -> list[bytes]:
@@ -142,7 +73,7 @@ def _read(settings: Settings, topic: str, n: int, timeout: float = 120.0) -> lis
     return out
 
 
-def test_published_pins_are_embedded_stored_and_found_by_an_augmented_copy(worker: Worker) -> None:
+def test_published_pins_are_embedded_stored_and_found_by_an_augmented_copy(worker: LocalWorker) -> None:
     settings = worker.settings
     images = _images(8)
     pins = _publish_pins(settings, images, "p")
@@ -181,7 +112,7 @@ def test_published_pins_are_embedded_stored_and_found_by_an_augmented_copy(worke
     assert "p5" in cli.stdout.splitlines()[3]  # the first row of the table
 
 
-def test_bad_images_are_dead_lettered_with_reasons_and_the_worker_goes_on(worker: Worker) -> None:
+def test_bad_images_are_dead_lettered_with_reasons_and_the_worker_goes_on(worker: LocalWorker) -> None:
     settings = worker.settings
     codec = AvroCodec()
     bad = {
@@ -228,7 +159,7 @@ def test_bad_images_are_dead_lettered_with_reasons_and_the_worker_goes_on(worker
     assert rows["bad-ref"].embedding is None
 
 
-def test_hbase_outage_becomes_reconciliations_without_a_crash(worker: Worker) -> None:
+def test_hbase_outage_becomes_reconciliations_without_a_crash(worker: LocalWorker) -> None:
     settings = worker.settings
     stack.down(["thrift"])
     try:
@@ -248,7 +179,7 @@ def test_hbase_outage_becomes_reconciliations_without_a_crash(worker: Worker) ->
     assert worker.health()["index_ready"] is True
 
 
-def test_restarted_worker_loads_its_snapshot_and_catches_up(worker: Worker) -> None:
+def test_restarted_worker_loads_its_snapshot_and_catches_up(worker: LocalWorker) -> None:
     before = worker.health()["index_pins"]
     assert isinstance(before, int) and before > 0
     worker.stop()
