@@ -150,6 +150,12 @@ class EventProducer:
         """Wait for outstanding records; returns how many are still not acknowledged."""
         return int(self._producer.flush(timeout))
 
+    def purge(self) -> None:
+        """Drop every queued record; each is reported as failed (never silently dropped).
+        For giving up on an unreachable or refusing cluster."""
+        self._producer.purge()
+        self._producer.flush(0)
+
     def pending(self) -> int:
         return len(self._producer)
 

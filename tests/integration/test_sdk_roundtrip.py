@@ -157,4 +157,5 @@ def test_sasl_settings_reach_producer_and_consumer(kafka_settings: Settings) -> 
     producer = PinProducer(wrong)
     producer.interact(user_id="u1", pin_id="p2", action="click", session_id="s")
     assert producer.flush(5) == 1  # never acknowledged: authentication refused
-    assert producer.events.delivered == 0
+    producer.events.purge()
+    assert producer.events.delivered == 0 and producer.events.failed == 1
