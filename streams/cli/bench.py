@@ -266,3 +266,48 @@ def quality(distractors: int, per_photo: int, seed: int, threads: int, int8: boo
                     result.rows(k), caption=command if k == 10 else None)
     path = write_json(out or default_result_path("quality"), result.to_json(command, methods))
     screen.print(f"wrote {path}")
+
+
+@bench.command("pins")
+@click.option("--rate", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Pins published per second (open loop).")
+@click.option("--duration", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="Seconds of publishing.")
+@click.option("--searches", type=click.IntRange(min=2), default=101, show_default=True,
+              help="Visual searches of augmented copies afterwards (the first is a warm-up).")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("bench/cache/pins"),
+              show_default=True, help="Blobs, index snapshot and worker log of the bench's worker.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON result file  [default: bench/results/pins-<date>.json]")
+@reports_errors
+def pins(rate: float, duration: float, searches: int, seed: int, workdir: Path, out: Path | None) -> None:
+    """Publish -> searchable p50/p99 through a real worker at a sustained rate; then visual search."""
+    from streams.bench.pins import GOAL_P99_S, SEARCH_GOAL_P95_S, run_pins_bench
+    from streams.bench.report import default_result_path, print_table, write_json
+
+    screen = console()
+    with screen.status("preparing...") as status:
+        result = run_pins_bench(workdir, rate=rate, duration_s=duration, searches=searches, seed=seed,
+                                progress=status.update)
+    command = f"pinstream bench pins --rate {rate:g} --duration {duration:g} --searches {searches}"
+    latency = result.summary(result.latencies_s)
+    search = result.summary(result.search_latencies_s)
+    print_table(
+        screen, f"Pin creation: {result.published} pins at {result.achieved_rate:.1f}/s (asked {rate:g}/s)",
+        ["measure", "p50", "p95", "p99", "max", "count"],
+        [[name, *(f"{s.get(q, float('nan')) * 1000:,.0f} ms" for q in ("p50", "p95", "p99", "max")),
+          f"{s.get('count', 0):.0f}"]
+         for name, s in (("publish -> searchable", latency), ("visual search (HTTP, end to end)", search))],
+        caption=command,
+    )
+    screen.print(f"searchable: {result.searchable}/{result.published}; worker index holds "
+                 f"{result.worker_index_pins}; search hit@1 on augmented copies: "
+                 f"{result.search_hit_at_1}/{len(result.search_latencies_s)}")
+    p99 = latency.get("p99", float("inf"))
+    p95 = search.get("p95", float("inf"))
+    screen.print(f"publish->searchable p99 {p99:.2f} s ({'meets' if p99 < GOAL_P99_S else 'MISSES'} "
+                 f"< {GOAL_P99_S:g} s); search p95 {p95 * 1000:.0f} ms "
+                 f"({'meets' if p95 < SEARCH_GOAL_P95_S else 'MISSES'} < {SEARCH_GOAL_P95_S * 1000:.0f} ms)")
+    path = write_json(out or default_result_path("pins"), result.to_json(command))
+    screen.print(f"wrote {path}")
