@@ -51,7 +51,47 @@ pinstream tail pins.created.v1 --from-beginning --max 1 --idle-timeout 10
 step "pinstream topics list"
 pinstream topics list
 
+step "pinstream worker  (embeds the pins, stores them in HBase, indexes them; web on :\${PINSTREAM_WEB_PORT:-6066})"
+pinstream worker --loglevel warn >demo/worker.log 2>&1 &
+WORKER_PID=$!
+trap 'kill $WORKER_PID 2>/dev/null || true' EXIT
+python - "$PINS" <<'PY'
+import sys, time, httpx
+from streams.settings import load_settings
+settings, want = load_settings(), int(sys.argv[1])
+url = f"http://{settings.web_host}:{settings.web_port}/healthz"
+deadline, last = time.monotonic() + 600, None
+while time.monotonic() < deadline:
+    try:
+        health = httpx.get(url, timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        health = {}
+    if health.get("index_pins", 0) >= want:
+        print(f"worker ready: {health['index_pins']} pins searchable, model {health['model_version']}")
+        sys.exit(0)
+    if health.get("index_pins") != last:
+        last = health.get("index_pins")
+        print(f"  ... {last or 0}/{want} pins searchable", flush=True)
+    time.sleep(2)
+sys.exit("the worker did not index the pins within 10 minutes: see demo/worker.log")
+PY
+
+step "pinstream search  (an augmented copy of pin p00000005's image: cropped, rotated, recoloured; pins of one generated theme look alike, so its siblings rank beside it)"
+python - <<'PY'
+import io, json, numpy as np
+from PIL import Image
+from streams.settings import load_settings
+from streams.workload.images import augment
+pin = next(json.loads(line) for line in open("demo/pins.jsonl") if '"p00000005"' in line)
+original = Image.open(load_settings().blob_dir / pin["image_ref"])
+augment(original, np.random.default_rng(1)).save("demo/query.jpg", quality=80)
+print(f"query: demo/query.jpg, from {pin['pin_id']} \"{pin['title']}\"")
+PY
+pinstream search demo/query.jpg -k 5
+
 step "pinstream replay --dry-run  (the plan of copying every interaction: exact offset ranges per partition)"
 pinstream replay --topic pins.interactions.v1 --from beginning --to end --into graph.edges.v1 --dry-run
 
-printf '\nDemo done. The stack is still running: `pinstream stack status`, `pinstream stack down`.\n'
+kill "$WORKER_PID" 2>/dev/null && wait "$WORKER_PID" 2>/dev/null || true
+printf '\nDemo done. The stack is still running: `pinstream stack status`, `pinstream stack down`;\n'
+printf 'run the worker again with `pinstream worker` and search with `pinstream search IMAGE`.\n'
