@@ -6,10 +6,11 @@ field `image`), size (streamed with a cap, never read whole first), and query pa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+from aiohttp import BodyPartReader
 from aiohttp import web as aioweb
 
 from streams.errors import ProcessingError
@@ -25,12 +26,12 @@ class UploadError(Exception):
         self.reason = reason
 
 
-async def read_capped(stream: Any, cap: int) -> bytes:
-    """Read a body stream, refusing (413) as soon as it passes `cap` bytes."""
+async def read_capped(next_chunk: Callable[[int], Awaitable[bytes]], cap: int) -> bytes:
+    """Read a body chunk by chunk, refusing (413) as soon as it passes `cap` bytes."""
     chunks: list[bytes] = []
     size = 0
     while True:
-        chunk = await stream.read(_CHUNK) if hasattr(stream, "read") else b""
+        chunk = await next_chunk(_CHUNK)
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
@@ -50,11 +51,11 @@ async def read_image_upload(request: aioweb.Request, cap: int) -> bytes:
             part = await reader.next()
             if part is None:
                 raise UploadError(400, "missing_image", "multipart upload without an 'image' field")
-            if getattr(part, "name", None) == "image":
-                data = await read_capped(part, cap)
+            if isinstance(part, BodyPartReader) and part.name == "image":
+                data = await read_capped(part.read_chunk, cap)
                 break
     elif content_type.startswith("image/") or content_type == "application/octet-stream":
-        data = await read_capped(request.content, cap)
+        data = await read_capped(request.content.read, cap)
     else:
         raise UploadError(415, "unsupported_media_type",
                           "send the image as an image/* or application/octet-stream body, or as "

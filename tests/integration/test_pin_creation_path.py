@@ -187,3 +187,27 @@ def test_restarted_worker_loads_its_snapshot_and_catches_up(worker: LocalWorker)
     assert snapshots, "no snapshot written on shutdown"
     worker.start()
     assert worker.health()["index_pins"] == before
+
+
+def test_search_endpoint_validates_type_size_and_parameters(worker: LocalWorker) -> None:
+    url = f"{worker.url}/search/visual"
+    cap = worker.settings.search_max_upload_bytes
+    cases = [
+        ({"content": b"hello", "headers": {"Content-Type": "text/plain"}}, 415, "unsupported_media_type"),
+        ({"content": b"x" * (cap + 1), "headers": {"Content-Type": "image/jpeg"}}, 413, "upload_too_large"),
+        ({"content": b"", "headers": {"Content-Type": "image/jpeg"}}, 400, "empty_image"),
+        ({"content": b"not an image at all", "headers": {"Content-Type": "image/png"}}, 422, "not_an_image"),
+        ({"content": png_with_size(30000, 30000), "headers": {"Content-Type": "image/png"}}, 422,
+         "too_many_pixels"),
+        ({"files": {"other": ("a.jpg", b"x", "image/jpeg")}}, 400, "missing_image"),
+    ]
+    for kwargs, status, reason in cases:
+        answer = httpx.post(url, timeout=30, **kwargs)  # type: ignore[arg-type]
+        assert (answer.status_code, answer.json()["error"]) == (status, reason), kwargs.get("headers")
+    bad_k = httpx.post(url, params={"k": 0}, content=_images(1)[0],
+                       headers={"Content-Type": "image/jpeg"}, timeout=30)
+    assert bad_k.status_code == 400 and bad_k.json()["error"] == "bad_parameter"
+    image = _images(1, seed=5)[0]
+    multipart = httpx.post(url, files={"image": ("q.jpg", image, "image/jpeg")}, timeout=30)
+    assert multipart.status_code == 200 and multipart.json()["fallback"] is None
+    assert worker.alive()
