@@ -113,6 +113,32 @@ class Settings(BaseSettings):
     web_host: str = Field(default="127.0.0.1", description="worker web server address")
     web_port: int = Field(default=6066, ge=1, le=65535, description="worker web server port")
 
+    # Home feed: candidates, ranking, Redis cache, trending
+    feed_size: int = Field(default=200, ge=1, le=1000, description="pins kept per home feed")
+    feed_ttl_s: int = Field(default=900, ge=1, le=86_400, description="life of a cached feed in Redis")
+    feed_prefs_ttl_s: int = Field(default=7 * 86_400, ge=60, le=90 * 86_400,
+                                  description="life of the cached preferences (graph-down fallback)")
+    feed_max_candidates: int = Field(default=10_000, ge=10, le=100_000,
+                                     description="2-hop candidates kept for ranking")
+    feed_max_query_pins: int = Field(default=100, ge=1, le=10_000,
+                                     description="heaviest engaged pins the walks start from")
+    feed_walk_steps: int = Field(default=50_000, ge=100, le=10_000_000,
+                                 description="random-walk step budget per feed")
+    feed_walk_restart: float = Field(default=0.5, gt=0, lt=1, description="restart probability per step")
+    feed_walk_high_visits: int = Field(default=4, ge=1, le=1000,
+                                       description="early stop: visits that make a pin well visited")
+    feed_walk_high_pins: int = Field(default=1000, ge=1, le=1_000_000,
+                                     description="early stop: well-visited pins per query pin")
+    feed_embedding_weight: float = Field(default=0.5, ge=0, le=1,
+                                         description="share of the embedding score in the ranking")
+    feed_ranker_deadline_ms: float = Field(default=80.0, gt=0, le=10_000,
+                                           description="ranking deadline; then co-engagement scores")
+    feed_seed: int = Field(default=0, description="seed of the random walks (same seed, same feed)")
+    trending_half_life_s: float = Field(default=6 * 3600.0, gt=0, le=90 * 86_400,
+                                        description="half-life of trending popularity")
+    trending_max_pins: int = Field(default=10_000, ge=10, le=10_000_000,
+                                   description="pins kept in the trending set")
+
     @field_validator("bootstrap_servers")
     @classmethod
     def _servers_not_empty(cls, value: str) -> str:
