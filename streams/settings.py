@@ -113,6 +113,27 @@ class Settings(BaseSettings):
     web_host: str = Field(default="127.0.0.1", description="worker web server address")
     web_port: int = Field(default=6066, ge=1, le=65535, description="worker web server port")
 
+    # Pin graph: edge weights per action, time decay, co-engagement and bounded state
+    graph_weight_impression: float = Field(default=0.0, ge=-100, le=100,
+                                           description="user->pin weight of an impression (0: no edge)")
+    graph_weight_click: float = Field(default=1.0, ge=-100, le=100)
+    graph_weight_closeup: float = Field(default=2.0, ge=-100, le=100)
+    graph_weight_save: float = Field(default=4.0, ge=-100, le=100)
+    graph_weight_hide: float = Field(default=-8.0, ge=-100, le=100,
+                                     description="negative: a net-negative user->pin edge means hidden")
+    graph_weight_board: float = Field(default=1.0, ge=0, le=100,
+                                      description="pin<->board weight of a save or a pin creation")
+    graph_weight_coengagement: float = Field(default=1.0, ge=0, le=100,
+                                             description="pin<->pin weight per session engaging both")
+    graph_half_life_s: float = Field(default=7 * 86_400.0, gt=0, le=3650 * 86_400,
+                                     description="every edge weight halves after this long")
+    graph_session_max_pins: int = Field(default=20, ge=2, le=200,
+                                        description="a session's first N engaged pins co-engage")
+    graph_cache_max_cells: int = Field(default=500_000, ge=1_000, le=100_000_000,
+                                       description="graph rows cached in memory, counted in cells")
+    graph_dedup_ids_per_partition: int = Field(default=100_000, ge=0, le=10_000_000,
+                                               description="recent event ids remembered per partition")
+
     # Home feed: candidates, ranking, Redis cache, trending
     feed_size: int = Field(default=200, ge=1, le=1000, description="pins kept per home feed")
     feed_ttl_s: int = Field(default=900, ge=1, le=86_400, description="life of a cached feed in Redis")
