@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -51,7 +52,7 @@ class PinStoreLike(Protocol):
 
     def write_embeddings(self, embeddings: Sequence[PinEmbedding]) -> None: ...
 
-    def mark_pending_embedding(self, pin_id: str, reason: str) -> None: ...
+    def mark_pending_embedding(self, pin_id: str, reason: str, *, at: datetime | None = None) -> None: ...
 
 
 class Outbox(Protocol):
@@ -61,7 +62,7 @@ class Outbox(Protocol):
 
     def dead_letter(self, record: RawRecord, reason: str, error: str) -> None: ...
 
-    def reconcile(self, stage: Stage, entity_id: str, dependency: str, error: Exception,
+    def reconcile(self, stage: Stage, pin: PinCreated, dependency: str, error: Exception,
                   source: RawRecord) -> None: ...
 
     async def settle(self) -> None:
@@ -165,7 +166,7 @@ class PinEmbedStage:
             if reason in PERMANENT_REASONS:
                 self._dead_letter(record, reason, str(outcome), report)
             else:
-                self.outbox.reconcile(Stage.EMBED, pin.pin_id, "model", _as_error(outcome), record)
+                self.outbox.reconcile(Stage.EMBED, pin, "model", _as_error(outcome), record)
                 report.reconciliations += 1
                 report.count(reason)
         await self._store([p for _, p in pins], [e for _, e in embeddings], pending, pins, report)
@@ -187,19 +188,23 @@ class PinEmbedStage:
             return
         started = time.perf_counter()
 
+        times = {pin.pin_id: pin.event_time for pin in pins}
+
         def write() -> None:
             self.store.write_pins(pins)
             if embeddings:
                 self.store.write_embeddings(embeddings)
             for pin_id, reason in pending:
-                self.store.mark_pending_embedding(pin_id, reason)
+                # Stamped with the pin's event time: a redelivered failure must not hide a later
+                # successful embedding of the same pin.
+                self.store.mark_pending_embedding(pin_id, reason, at=times[pin_id])
 
         try:
             await asyncio.to_thread(write)
         except SinkError as exc:
             # The store is down: each pin is re-driven later from its original record.
             for record, pin in sources:
-                self.outbox.reconcile(Stage.PIN_STORE, pin.pin_id, exc.dependency, exc, record)
+                self.outbox.reconcile(Stage.PIN_STORE, pin, exc.dependency, exc, record)
             report.reconciliations += len(sources)
             report.count("store_unavailable")
             return

@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 from streams.deadletter import DeadLetterWriter, RawRecord
 from streams.errors import DeliveryError
-from streams.events import PinEmbedding, Stage
+from streams.events import PinCreated, PinEmbedding, Stage
 from streams.producer import EventProducer
 from streams.topics import HEADER_SOURCE_TIMESTAMP, PINS_EMBEDDINGS
 
-ReconcileFn = Callable[[Stage, str, str, Exception, RawRecord], None]
+ReconcileFn = Callable[[Stage, PinCreated, str, Exception, RawRecord], None]
 SETTLE_TIMEOUT_S = 60.0
 
 
@@ -34,9 +34,9 @@ class KafkaOutbox:
     def dead_letter(self, record: RawRecord, reason: str, error: str) -> None:
         self.dead_letters.send(record, reason, error)
 
-    def reconcile(self, stage: Stage, entity_id: str, dependency: str, error: Exception,
+    def reconcile(self, stage: Stage, pin: PinCreated, dependency: str, error: Exception,
                   source: RawRecord) -> None:
-        self._reconcile(stage, entity_id, dependency, error, source)
+        self._reconcile(stage, pin, dependency, error, source)
 
     async def settle(self) -> None:
         """Wait (off the event loop) until every queued record is acknowledged."""

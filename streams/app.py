@@ -102,5 +102,13 @@ def create_app(settings: Settings) -> PinstreamApp:
             if report.dead_lettered or report.reconciliations:
                 log.info("embed batch: %s", report)
 
+    @app.timer(interval=15.0)
+    async def watch_pools() -> None:
+        # A borrow held too long is reported on the next borrow anyway; an idle worker must
+        # still notice a connection that never came back (the reference incident).
+        if app.runtime is not None:
+            for leak in app.runtime.store.pool.check_leaks():
+                log.warning("%s", leak.format())
+
     register_views(app, lambda: app.runtime)
     return app

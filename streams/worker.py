@@ -17,16 +17,17 @@ from processors.embed import PinEmbedStage, make_batch_function
 from processors.index_live import IndexFollower
 from processors.model import EMBEDDING_DIM, Embedder
 from processors.outbox import KafkaOutbox, ReconcileFn
+from processors.reconcile_events import ReconciliationEmitter, settings_secrets
 from processors.search import VisualSearch
 from sinks.hbase import PinStore
 from streams.blobs import BlobStore
 from streams.codec import AvroCodec
 from streams.deadletter import RawRecord
-from streams.events import PinCreated, Reconciliation, Stage
+from streams.errors import ProcessingError, SinkError
+from streams.events import ConsumedRecord, PinCreated, Stage
 from streams.producer import EventProducer
 from streams.registry import build_codec
 from streams.settings import Settings
-from streams.topics import RECONCILIATION
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class WorkerRuntime:
             timeout_s=settings.embed_batch_timeout_s)
         store = PinStore.from_settings(settings)
         producer = EventProducer(settings, codec=codec)
-        outbox = KafkaOutbox(producer, reconcile_to_kafka(producer))
+        outbox = KafkaOutbox(producer, reconcile_to_kafka(producer, settings))
         stage = PinEmbedStage(embedder=embedder, batcher=batcher, store=store, outbox=outbox,
                               codec=codec)
         follower = IndexFollower(settings, embedder.model_version, EMBEDDING_DIM, codec=codec)
@@ -86,15 +87,18 @@ class WorkerRuntime:
         }
 
 
-def reconcile_to_kafka(producer: EventProducer) -> ReconcileFn:
-    """A `ReconcileFn` that publishes a Reconciliation with the failed record as its payload."""
+def reconcile_to_kafka(producer: EventProducer, settings: Settings) -> ReconcileFn:
+    """A `ReconcileFn` publishing a Reconciliation (secrets redacted) whose payload is the
+    failed pin's original record, so the reconciler can re-drive it."""
+    emitter = ReconciliationEmitter(producer, secrets=settings_secrets(settings))
 
-    def reconcile(stage: Stage, entity_id: str, dependency: str, error: Exception,
+    def reconcile(stage: Stage, pin: PinCreated, dependency: str, error: Exception,
                   source: RawRecord) -> None:
-        event = Reconciliation(
-            stage=stage, entity_type="pin", entity_id=entity_id, dependency=dependency,
-            error=f"{type(error).__name__}: {error}"[:2000], source_topic=source.topic,
-            source_partition=source.partition, source_offset=source.offset, payload=source.value)
-        producer.send_event(RECONCILIATION, entity_id, event, context=source.source)
+        failure = error if isinstance(error, SinkError | ProcessingError) else ProcessingError(
+            f"{type(error).__name__}: {error}", stage=str(stage), reason="unexpected")
+        consumed = ConsumedRecord(source.topic, source.partition, source.offset, source.timestamp_ms,
+                                  source.key, source.headers, pin)
+        emitter.report(failure, stage=stage, entity_type="pin", entity_id=pin.pin_id,
+                       payload=source.value, source=consumed, dependency=dependency)
 
     return reconcile

@@ -130,7 +130,7 @@ def processor_pass(embedder: Any, pins: Sequence[PinCreated], settings: Settings
     run = make_batch_function(embedder, BlobStore(settings.blob_dir), settings)
 
     async def main() -> float:
-        batcher: MicroBatcher[PinCreated, Any] = MicroBatcher(
+        batcher: MicroBatcher[PinCreated | Image.Image, Any] = MicroBatcher(
             run, max_batch=settings.embed_max_batch, max_wait_ms=settings.embed_max_wait_ms,
             queue_size=settings.embed_queue_size, timeout_s=settings.embed_batch_timeout_s,
             name="bench")

@@ -311,3 +311,12 @@ def pins(rate: float, duration: float, searches: int, seed: int, workdir: Path, 
                  f"({'meets' if p95 < SEARCH_GOAL_P95_S else 'MISSES'} < {SEARCH_GOAL_P95_S * 1000:.0f} ms)")
     path = write_json(out or default_result_path("pins"), result.to_json(command))
     screen.print(f"wrote {path}")
+
+
+@bench.command("pinstore")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def pinstore(args: tuple[str, ...]) -> None:
+    """HBase pin store: batch write latency vs bare happybase loops (options: see --help of the module)."""
+    from streams.bench import pinstore as module
+
+    module.main(list(args))

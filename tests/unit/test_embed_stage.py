@@ -57,7 +57,7 @@ class FakeStore:
         self._check()
         self.embeddings.update({e.pin_id: e for e in embeddings})
 
-    def mark_pending_embedding(self, pin_id: str, reason: str) -> None:
+    def mark_pending_embedding(self, pin_id: str, reason: str, *, at: object = None) -> None:
         self._check()
         self.pending[pin_id] = reason
 
@@ -75,9 +75,9 @@ class FakeOutbox:
     def dead_letter(self, record: RawRecord, reason: str, error: str) -> None:
         self.dead.append((record.source, reason))
 
-    def reconcile(self, stage: Stage, entity_id: str, dependency: str, error: Exception,
+    def reconcile(self, stage: Stage, pin: PinCreated, dependency: str, error: Exception,
                   source: RawRecord) -> None:
-        self.reconciliations.append((stage, entity_id, dependency))
+        self.reconciliations.append((stage, pin.pin_id, dependency))
 
     async def settle(self) -> None:
         self.settled += 1
