@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 import time
 import uuid
@@ -302,6 +303,33 @@ class PinStore:
         return self._call("get_pins", read, len(wanted))
 
     # --- tables -------------------------------------------------------------------------------
+
+    def match_text(self, text: str, limit: int, *, max_scanned: int = 5_000) -> list[str]:
+        """Pin ids whose title or description contain the words of `text`, best first.
+
+        A server-side filtered scan (case-insensitive substring on the longest word), bounded by
+        `max_scanned` rows, ranked here by how many of the words each pin contains: the text
+        fallback of visual search, not a search engine.
+        """
+        words = [w for w in re.findall(r"[\w-]+", text.lower()) if len(w) >= 2][:8]
+        if not words or limit <= 0:
+            return []
+        anchor = max(words, key=len).replace("'", "''")
+        row_filter = f"SingleColumnValueFilter('m', 'title', =, 'substring:{anchor}', true, true) OR " \
+                     f"SingleColumnValueFilter('m', 'description', =, 'substring:{anchor}', true, true)"
+
+        def scan(conn: Connection) -> list[str]:
+            scored: list[tuple[int, str]] = []
+            rows = conn.table(PINS_TABLE).scan(columns=[b"m:title", b"m:description"],
+                                              filter=row_filter, limit=max_scanned)
+            for key, row in rows:
+                haystack = (row.get(b"m:title", b"") + b" " + row.get(b"m:description", b"")).decode(
+                    errors="replace").lower()
+                scored.append((sum(word in haystack for word in words), key.decode()))
+            scored.sort(key=lambda item: (-item[0], item[1]))
+            return [pin_id for _, pin_id in scored[:limit]]
+
+        return self._call("match_text", scan, 0)
 
     def ensure_tables(self) -> None:
         """Create the pins and graph tables when missing; an existing one must have our families."""

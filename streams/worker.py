@@ -60,7 +60,7 @@ class WorkerRuntime:
                               codec=codec)
         follower = IndexFollower(settings, embedder.model_version, EMBEDDING_DIM, codec=codec)
         search = VisualSearch(settings, index=lambda: follower.index, batcher=batcher, pins=store,
-                              model_version=embedder.model_version)
+                              model_version=embedder.model_version, text=store)
         return cls(settings, codec, embedder, batcher, store, producer, stage, follower, search)
 
     async def start(self) -> None:
