@@ -46,7 +46,7 @@ class PinLookup(Protocol):
 
 
 class TextFallback(Protocol):
-    def match(self, text: str, limit: int) -> list[str]: ...
+    def match_text(self, text: str, limit: int) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ class VisualSearch:
         how = "none"
         if text and self.text is not None:
             try:
-                pin_ids = await asyncio.to_thread(self.text.match, text, k)
+                pin_ids = await asyncio.to_thread(self.text.match_text, text, k)
                 how = "text_match"
             except PinstreamError as exc:
                 log.warning("text fallback failed: %s", exc)

@@ -43,7 +43,7 @@ class FakePins:
 
 
 class FakeText:
-    def match(self, text: str, limit: int) -> list[str]:
+    def match_text(self, text: str, limit: int) -> list[str]:
         return ["t1", "t2"][:limit]
 
 
