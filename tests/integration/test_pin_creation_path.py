@@ -85,8 +85,10 @@ def test_published_pins_are_embedded_stored_and_found_by_an_augmented_copy(worke
 
     store = PinStore.from_settings(settings, create_tables=False)
     rows = store.get_pins([p.pin_id for p in pins])
+    text_hits = store.match_text("generated pin", 50)  # the text fallback of visual search
     store.close()
     assert set(rows) == {p.pin_id for p in pins}
+    assert {p.pin_id for p in pins} <= set(text_hits)
     assert rows["p3"].title == "pin 3" and rows["p3"].embedding is not None
     assert rows["p3"].embedding.shape == (1280,)
 
