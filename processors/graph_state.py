@@ -1,0 +1,215 @@
+"""Bounded state of the graph processor: recent event ids per partition, and an LRU of graph
+rows read through from HBase, with the writes they owe it."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from prometheus_client import Counter, Gauge
+
+from sinks.hbase_graph import SESSION_PREFIX, Edge, RowWrite, StoredRow
+from streams.deadletter import RawRecord
+from streams.metrics import REGISTRY
+from streams.topics import HEADER_REPLAY_OF
+
+GRAPH_EVENTS = Counter("pinstream_graph_events_total",
+                       "Events seen by the graph processor, by outcome (applied, duplicate).",
+                       ["outcome"], registry=REGISTRY)
+GRAPH_STALE = Counter("pinstream_graph_stale_contributions_total",
+                      "Edge contributions skipped because their row already includes them (redelivery).",
+                      registry=REGISTRY)
+GRAPH_ROWS_READ = Counter("pinstream_graph_rows_read_total",
+                          "Graph rows read from HBase on a cache miss.", registry=REGISTRY)
+GRAPH_CACHED_CELLS = Gauge("pinstream_graph_cached_cells", "Graph cells held in the processor's cache.",
+                           registry=REGISTRY)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where an event was first written: `stream` = "topic/partition", and its offset there."""
+
+    stream: str
+    offset: int
+
+
+def position_of(record: RawRecord) -> Position:
+    """The record's original position: a replayed copy names its original in a header, so a
+    replay and the record it copies count as one."""
+    for name, value in record.headers:
+        if name == HEADER_REPLAY_OF:  # the first one: a replay of a replay keeps the original's
+            stream, _, offset = value.decode().rpartition("/")
+            return Position(stream, int(offset))
+    return Position(f"{record.topic}/{record.partition}", record.offset)
+
+
+class GraphRowStore(Protocol):
+    """What the processor needs of the graph store (sinks.hbase_graph.GraphStore in production)."""
+
+    def read_rows(self, keys: Iterable[str]) -> Mapping[str, StoredRow]: ...
+
+    def write_batch(self, rows: list[RowWrite]) -> None: ...
+
+
+class SeenIds:
+    """The most recent `per_stream` event ids of each stream (partition), oldest forgotten first."""
+
+    def __init__(self, per_stream: int) -> None:
+        self.per_stream = per_stream
+        self._streams: dict[str, OrderedDict[int, None]] = {}
+
+    def __contains__(self, item: tuple[str, int]) -> bool:
+        stream, event_id = item
+        ids = self._streams.get(stream)
+        return ids is not None and event_id in ids
+
+    def add(self, stream: str, event_id: int) -> None:
+        if self.per_stream == 0:
+            return
+        ids = self._streams.get(stream)
+        if ids is None:
+            ids = self._streams[stream] = OrderedDict()
+        ids[event_id] = None
+        ids.move_to_end(event_id)
+        if len(ids) > self.per_stream:
+            ids.popitem(last=False)
+
+    def forget(self, stream: str) -> None:
+        """Drop a stream's ids (its partition was revoked: another worker owns it now)."""
+        self._streams.pop(stream, None)
+
+    def __len__(self) -> int:
+        return sum(len(ids) for ids in self._streams.values())
+
+
+class RowState:
+    """One cached row: its edges, applied offsets, and what changed since it was last written."""
+
+    __slots__ = ("applied", "applied_dirty", "changed", "deleted", "edges")
+
+    def __init__(self, stored: StoredRow | None) -> None:
+        self.edges: dict[str, Edge] = dict(stored.edges) if stored else {}
+        self.applied: dict[str, int] = dict(stored.applied) if stored else {}
+        self.changed: set[str] = set()
+        self.deleted: set[str] = set()
+        self.applied_dirty = False
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.changed or self.deleted or self.applied_dirty)
+
+    def pending_write(self, key: str) -> RowWrite:
+        return RowWrite(key, {column: self.edges[column] for column in self.changed},
+                        tuple(self.deleted), dict(self.applied) if self.applied_dirty else None)
+
+    def written(self) -> None:
+        self.changed.clear()
+        self.deleted.clear()
+        self.applied_dirty = False
+
+
+class RowCache:
+    """Graph rows by key, least recently used first; at most `max_cells` cells once trimmed (a
+    row counts one cell more than its edges, so that empty rows are bounded too).
+
+    Rows with unwritten changes are never evicted: they are the only copy of that state until the
+    next successful flush. Between trims (one batch) the cache may exceed its bound by the rows
+    that batch touches.
+    """
+
+    def __init__(self, max_cells: int, half_life_ms: float) -> None:
+        self.max_cells = max_cells
+        self.half_life_ms = half_life_ms
+        self.cells = 0
+        self._rows: OrderedDict[str, RowState] = OrderedDict()
+        self._dirty: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._rows
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        rows = self._rows
+        return [key for key in dict.fromkeys(keys) if key not in rows]
+
+    def load(self, keys: Iterable[str], stored: Mapping[str, StoredRow]) -> None:
+        """Cache the rows read for `keys`; a key absent from `stored` is a new, empty row."""
+        for key in keys:
+            if key not in self._rows:
+                state = RowState(stored.get(key))
+                self._rows[key] = state
+                self.cells += 1 + len(state.edges)
+
+    def get(self, key: str) -> RowState:
+        """A cached row (load it first); marks it recently used."""
+        self._rows.move_to_end(key)
+        return self._rows[key]
+
+    def mark_applied(self, key: str, state: RowState, stream: str, offset: int) -> None:
+        state.applied[stream] = offset
+        state.applied_dirty = True
+        self._dirty.add(key)
+
+    def add(self, key: str, state: RowState, column: str, weight: float, at_ms: int) -> None:
+        """Add `weight` at time `at_ms` to an edge kept as its weight at its newest contribution."""
+        edge = state.edges.get(column)
+        if edge is None:
+            state.edges[column] = Edge(weight, at_ms)
+            self.cells += 1
+            state.deleted.discard(column)
+        else:
+            state.edges[column] = edge.plus(weight, at_ms, self.half_life_ms)
+        state.changed.add(column)
+        self._dirty.add(key)
+
+    def put(self, key: str, state: RowState, column: str, edge: Edge) -> None:
+        if column not in state.edges:
+            self.cells += 1
+        state.edges[column] = edge
+        state.deleted.discard(column)
+        state.changed.add(column)
+        self._dirty.add(key)
+
+    def delete(self, key: str, state: RowState, column: str) -> None:
+        if state.edges.pop(column, None) is not None:
+            self.cells -= 1
+        state.changed.discard(column)
+        state.deleted.add(column)
+        self._dirty.add(key)
+
+    def pending_writes(self) -> tuple[list[RowWrite], list[RowWrite]]:
+        """(graph rows, session rows) with unwritten changes. Session rows must be written after
+        the graph rows: a session row says which of its events the graph rows already include."""
+        graph: list[RowWrite] = []
+        sessions: list[RowWrite] = []
+        for key in self._dirty:
+            state = self._rows[key]
+            if state.dirty:
+                (sessions if key.startswith(SESSION_PREFIX + ":") else graph).append(state.pending_write(key))
+        return graph, sessions
+
+    def written(self, writes: Iterable[RowWrite]) -> None:
+        """Mark rows clean once HBase acknowledged their writes (nothing changed them since)."""
+        for write in writes:
+            state = self._rows.get(write.row)
+            if state is not None:
+                state.written()
+            self._dirty.discard(write.row)
+
+    def trim(self) -> int:
+        """Evict clean rows, least recently used first, down to `max_cells`; returns rows evicted."""
+        evicted = 0
+        if self.cells > self.max_cells:
+            for key in list(self._rows):
+                if self.cells <= self.max_cells:
+                    break
+                if key in self._dirty:
+                    continue
+                self.cells -= 1 + len(self._rows.pop(key).edges)
+                evicted += 1
+        GRAPH_CACHED_CELLS.set(self.cells)
+        return evicted
