@@ -22,10 +22,12 @@ from processors.graph_state import (
     RowCache,
     RowState,
     SeenIds,
+    position_of,
 )
 from sinks.hbase import from_millis, millis
 from sinks.hbase_graph import NODE_PREFIXES, SESSION_PREFIX, Edge, RowWrite, StoredRow
 from streams.events import (
+    ConsumedRecord,
     EdgeType,
     GraphEdgeDelta,
     InteractionAction,
@@ -180,6 +182,17 @@ def admit(members: Mapping[str, int], pin: str, at_ms: int, max_pins: int) -> Se
     )
 
 
+def graph_inputs(records: Iterable[ConsumedRecord]) -> tuple[list[GraphEvent], list[Position]]:
+    """The graph's events among consumed records, with their original positions."""
+    events: list[GraphEvent] = []
+    positions: list[Position] = []
+    for record in records:
+        if isinstance(record.value, PinInteraction | PinCreated):
+            events.append(record.value)
+            positions.append(position_of(record))
+    return events, positions
+
+
 # --- batch recomputation: the invariant the incremental path must meet -------------------------
 
 def batch_recompute(events: Iterable[GraphEvent], config: GraphConfig) -> Graph:
@@ -276,7 +289,7 @@ class GraphProcessor:
         for index, event in enumerate(events):
             position = positions[index] if positions is not None else None
             event_id = event.event_id.int
-            if event_id in batch_ids or (position.stream if position else "", event_id) in self.seen:
+            if event_id in batch_ids or event_id in self.seen:
                 duplicates += 1
                 continue
             batch_ids.add(event_id)

@@ -11,7 +11,6 @@ from typing import Protocol
 from prometheus_client import Counter, Gauge
 
 from sinks.hbase_graph import SESSION_PREFIX, Edge, RowWrite, StoredRow
-from streams.deadletter import RawRecord
 from streams.metrics import REGISTRY
 from streams.topics import HEADER_REPLAY_OF
 
@@ -35,7 +34,23 @@ class Position:
     offset: int
 
 
-def position_of(record: RawRecord) -> Position:
+class SourceRecord(Protocol):
+    """A consumed record (RawRecord or ConsumedRecord): where it was read and its headers."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def headers(self) -> tuple[tuple[str, bytes], ...]: ...
+
+
+def position_of(record: SourceRecord) -> Position:
     """The record's original position: a replayed copy names its original in a header, so a
     replay and the record it copies count as one."""
     for name, value in record.headers:
@@ -54,16 +69,15 @@ class GraphRowStore(Protocol):
 
 
 class SeenIds:
-    """The most recent `per_stream` event ids of each stream (partition), oldest forgotten first."""
+    """The most recent `per_stream` event ids of each stream (partition), oldest forgotten first;
+    an id counts as seen whichever stream it was seen in."""
 
     def __init__(self, per_stream: int) -> None:
         self.per_stream = per_stream
         self._streams: dict[str, OrderedDict[int, None]] = {}
 
-    def __contains__(self, item: tuple[str, int]) -> bool:
-        stream, event_id = item
-        ids = self._streams.get(stream)
-        return ids is not None and event_id in ids
+    def __contains__(self, event_id: int) -> bool:
+        return any(event_id in ids for ids in self._streams.values())
 
     def add(self, stream: str, event_id: int) -> None:
         if self.per_stream == 0:
