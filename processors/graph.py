@@ -79,8 +79,10 @@ class GraphConfig:
 
 
 class Contribution(NamedTuple):
-    """`weight` added at `at_ms` to the edge src -> dst (the row of src, the column of dst)."""
+    """`weight` added at `at_ms` to the edge src -> dst: in the row of src, the column of dst."""
 
+    row: str
+    column: str
     src_type: NodeType
     src: str
     dst_type: NodeType
@@ -89,25 +91,23 @@ class Contribution(NamedTuple):
     weight: float
     at_ms: int
 
-    @property
-    def row(self) -> str:
-        return f"{NODE_PREFIXES[self.src_type]}:{self.src}"
 
-    @property
-    def column(self) -> str:
-        return f"{NODE_PREFIXES[self.dst_type]}:{self.dst}"
+def contribution(src_type: NodeType, src: str, dst_type: NodeType, dst: str, edge_type: EdgeType,
+                 weight: float, at_ms: int) -> Contribution:
+    return Contribution(f"{NODE_PREFIXES[src_type]}:{src}", f"{NODE_PREFIXES[dst_type]}:{dst}",
+                        src_type, src, dst_type, dst, edge_type, weight, at_ms)
 
 
 # --- the edge model: plain functions ------------------------------------------------------------
 
-def direct_contributions(event: GraphEvent, config: GraphConfig) -> list[Contribution]:
-    """What one event adds by itself: user->pin per action, pin<->board per save or creation."""
-    at_ms = millis(event.event_time)
+def direct_contributions(event: GraphEvent, at_ms: int, config: GraphConfig) -> list[Contribution]:
+    """What one event (at `at_ms`) adds by itself: user->pin per action, pin<->board per save or
+    creation."""
     out: list[Contribution] = []
     if isinstance(event, PinInteraction):
         weight = config.action_weights.get(event.action, 0.0)
         if weight:
-            out.append(Contribution(NodeType.USER, event.user_id, NodeType.PIN, event.pin_id,
+            out.append(contribution(NodeType.USER, event.user_id, NodeType.PIN, event.pin_id,
                                     EdgeType.USER_PIN, weight, at_ms))
         if event.action is InteractionAction.SAVE and event.board_id:
             out.extend(board_contributions(event.pin_id, event.board_id, config.board_weight, at_ms))
@@ -119,15 +119,15 @@ def direct_contributions(event: GraphEvent, config: GraphConfig) -> list[Contrib
 def board_contributions(pin_id: str, board_id: str, weight: float, at_ms: int) -> list[Contribution]:
     if not weight:
         return []
-    return [Contribution(NodeType.PIN, pin_id, NodeType.BOARD, board_id, EdgeType.PIN_BOARD, weight, at_ms),
-            Contribution(NodeType.BOARD, board_id, NodeType.PIN, pin_id, EdgeType.PIN_BOARD, weight, at_ms)]
+    return [contribution(NodeType.PIN, pin_id, NodeType.BOARD, board_id, EdgeType.PIN_BOARD, weight, at_ms),
+            contribution(NodeType.BOARD, board_id, NodeType.PIN, pin_id, EdgeType.PIN_BOARD, weight, at_ms)]
 
 
 def pair_contributions(pin_a: str, pin_b: str, weight: float, at_ms: int) -> list[Contribution]:
     """Both directions of a co-engagement between two pin keys."""
     a, b = pin_a[len(_PIN):], pin_b[len(_PIN):]
-    return [Contribution(NodeType.PIN, a, NodeType.PIN, b, EdgeType.PIN_PIN, weight, at_ms),
-            Contribution(NodeType.PIN, b, NodeType.PIN, a, EdgeType.PIN_PIN, weight, at_ms)]
+    return [Contribution(pin_a, pin_b, NodeType.PIN, a, NodeType.PIN, b, EdgeType.PIN_PIN, weight, at_ms),
+            Contribution(pin_b, pin_a, NodeType.PIN, b, NodeType.PIN, a, EdgeType.PIN_PIN, weight, at_ms)]
 
 
 def session_key(event: GraphEvent) -> str | None:
@@ -204,11 +204,12 @@ def batch_recompute(events: Iterable[GraphEvent], config: GraphConfig) -> Graph:
         if event.event_id in seen:
             continue
         seen.add(event.event_id)
-        contributions.extend(direct_contributions(event, config))
+        at_ms = millis(event.event_time)
+        contributions.extend(direct_contributions(event, at_ms, config))
         key = session_key(event)
         if key is not None:
             members = sessions.setdefault(key, {})
-            pin, at_ms = _PIN + event.pin_id, millis(event.event_time)
+            pin = _PIN + event.pin_id
             members[pin] = min(at_ms, members.get(pin, at_ms))
     for members in sessions.values():
         for (a, b), at_ms in session_pairs(members, config.session_max_pins).items():
@@ -259,7 +260,7 @@ class GraphBatch:
 
 def delta_id(cause: uuid.UUID, c: Contribution) -> uuid.UUID:
     """A delta's id, derived from its cause and edge: a recomputation publishes the same ids."""
-    edge = f"{c.src_type}|{c.src}|{c.dst_type}|{c.dst}|{c.at_ms}|{c.weight > 0}".encode()
+    edge = f"{c.row}|{c.column}|{c.at_ms}|{'+' if c.weight > 0 else '-'}".encode()
     return uuid.UUID(bytes=blake2b(cause.bytes + edge, digest_size=16).digest(), version=4)
 
 
@@ -283,7 +284,7 @@ class GraphProcessor:
         across restarts. Reads missing rows; raises SinkError before changing anything if it cannot."""
         if positions is not None and len(positions) != len(events):
             raise ValueError("one position per event")
-        fresh: list[tuple[GraphEvent, Position | None, list[Contribution], str | None]] = []
+        fresh: list[tuple[GraphEvent, int, Position | None, list[Contribution], str | None]] = []
         batch_ids: set[int] = set()
         duplicates = 0
         for index, event in enumerate(events):
@@ -293,22 +294,25 @@ class GraphProcessor:
                 duplicates += 1
                 continue
             batch_ids.add(event_id)
-            fresh.append((event, position, direct_contributions(event, self.config), session_key(event)))
+            at_ms = millis(event.event_time)
+            fresh.append((event, at_ms, position, direct_contributions(event, at_ms, self.config),
+                          session_key(event)))
         # Every read happens before any change, so a failed read leaves the state as it was.
-        sessions = [key for _, _, _, key in fresh if key is not None]
+        sessions = [key for _, _, _, _, key in fresh if key is not None]
         self._read_through(sessions)
-        wanted = [c.row for _, _, contributions, _ in fresh for c in contributions]
-        wanted += [_PIN + event.pin_id for event, _, _, key in fresh if key is not None]
+        wanted = [c.row for _, _, _, contributions, _ in fresh for c in contributions]
+        wanted += [_PIN + event.pin_id for event, _, _, _, key in fresh if key is not None]
         for session in sessions:
             wanted.extend(self.cache.get(session).edges)
         self._read_through(wanted)
 
         deltas: list[GraphEdgeDelta] = []
         stale = 0
-        for event, position, contributions, key in fresh:
+        for event, at_ms, position, contributions, key in fresh:
             if key is not None:
-                contributions = contributions + self._coengage(key, event, position)
-            stale += self._apply_event(event, position, contributions, deltas)
+                contributions = contributions + self._coengage(key, event.pin_id, at_ms, position)
+            if contributions:
+                stale += self._apply_event(event, at_ms, position, contributions, deltas)
             self.seen.add(position.stream if position else "", event.event_id.int)
         GRAPH_EVENTS.labels("applied").inc(len(fresh))
         GRAPH_EVENTS.labels("duplicate").inc(duplicates)
@@ -360,12 +364,12 @@ class GraphProcessor:
             self.cache.mark_applied(key, state, position.stream, position.offset)
         return state
 
-    def _coengage(self, key: str, event: GraphEvent, position: Position | None) -> list[Contribution]:
+    def _coengage(self, key: str, pin_id: str, at_ms: int, position: Position | None) -> list[Contribution]:
         state = self._claim(key, position)
         if state is None:
             return []
         members = {pin: edge.updated_ms for pin, edge in state.edges.items()}
-        change = admit(members, _PIN + event.pin_id, millis(event.event_time), self.config.session_max_pins)
+        change = admit(members, _PIN + pin_id, at_ms, self.config.session_max_pins)
         if change is None:
             return []
         for pin in members.keys() - change.members.keys():
@@ -381,11 +385,10 @@ class GraphProcessor:
             out.extend(pair_contributions(a, b, weight, at_ms))
         return out
 
-    def _apply_event(self, event: GraphEvent, position: Position | None,
+    def _apply_event(self, event: GraphEvent, event_ms: int, position: Position | None,
                      contributions: list[Contribution], deltas: list[GraphEdgeDelta]) -> int:
         claimed: dict[str, RowState | None] = {}
         stale = 0
-        event_ms = millis(event.event_time)
         for c in contributions:
             row = c.row
             if row in claimed:

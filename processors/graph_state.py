@@ -3,7 +3,7 @@ rows read through from HBase, with the writes they owe it."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -74,28 +74,33 @@ class SeenIds:
 
     def __init__(self, per_stream: int) -> None:
         self.per_stream = per_stream
-        self._streams: dict[str, OrderedDict[int, None]] = {}
+        self._owner: dict[int, str] = {}  # id -> the stream that saw it last: one lookup per event
+        self._order: dict[str, deque[int]] = {}
 
     def __contains__(self, event_id: int) -> bool:
-        return any(event_id in ids for ids in self._streams.values())
+        return event_id in self._owner
 
     def add(self, stream: str, event_id: int) -> None:
         if self.per_stream == 0:
             return
-        ids = self._streams.get(stream)
-        if ids is None:
-            ids = self._streams[stream] = OrderedDict()
-        ids[event_id] = None
-        ids.move_to_end(event_id)
-        if len(ids) > self.per_stream:
-            ids.popitem(last=False)
+        order = self._order.get(stream)
+        if order is None:
+            order = self._order[stream] = deque()
+        owner = self._owner.get(event_id)
+        if owner is not None:
+            self._order[owner].remove(event_id)  # rare: an id seen again in another stream
+        self._owner[event_id] = stream
+        order.append(event_id)
+        if len(order) > self.per_stream:
+            del self._owner[order.popleft()]
 
     def forget(self, stream: str) -> None:
         """Drop a stream's ids (its partition was revoked: another worker owns it now)."""
-        self._streams.pop(stream, None)
+        for event_id in self._order.pop(stream, ()):
+            del self._owner[event_id]
 
     def __len__(self) -> int:
-        return sum(len(ids) for ids in self._streams.values())
+        return len(self._owner)
 
 
 class RowState:
