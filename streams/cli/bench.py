@@ -320,3 +320,49 @@ def pinstore(args: tuple[str, ...]) -> None:
     from streams.bench import pinstore as module
 
     module.main(list(args))
+
+
+@bench.command("graph")
+@click.option("--interactions", type=click.IntRange(min=1000), default=200_000, show_default=True,
+              help="Interactions of the planted-interest workload, produced once into a private topic.")
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Measured repetitions (after one warm-up); figures are their medians.")
+@click.option("--batch", type=click.IntRange(min=1, max=100_000), default=2000, show_default=True,
+              help="Records per consume call, i.e. per processor batch and HBase flush.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the workload.")
+@click.option("--profile/--no-profile", default=True, show_default=True,
+              help="One more, unmeasured run under cProfile: where the time goes.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON result file  [default: bench/results/graph-<date>.json]")
+@reports_errors
+def graph(interactions: int, repeat: int, batch: int, seed: int, profile: bool, out: Path | None) -> None:
+    """Sustained interactions/s through the graph processor vs a bare confluent-kafka consume loop."""
+    from streams.bench.graph import BARE, GOAL_RATE, OURS, PATHS, STAGES, run_graph_bench
+    from streams.bench.report import default_result_path, fmt_rate, print_table, write_json
+    from streams.cli.common import settings_or_exit
+
+    settings = settings_or_exit()
+    screen = console()
+    with screen.status("preparing...") as status:
+        result = run_graph_bench(settings, interactions, repeat, batch, seed, profile=profile,
+                                 progress=status.update)
+    command = (f"pinstream bench graph --interactions {interactions} --repeat {repeat} --batch {batch} "
+               f"--seed {seed}")
+    print_table(
+        screen, f"Graph stage: median of {repeat} runs x {interactions:,} interactions, batches of {batch}",
+        ["path", "interactions/s", "min", "max", "vs bare"],
+        [[p, fmt_rate(result.series(p).median), fmt_rate(min(result.rates[p])),
+          fmt_rate(max(result.rates[p])), f"{result.ratio(p):.2f}"] for p in PATHS],
+        caption=f"{command}\nrates from each path's first record to its last (deltas acknowledged)",
+    )
+    shares = result.stage_shares()
+    screen.print("where our time goes (median share): "
+                 + ", ".join(f"{stage} {shares[stage]:.0%}" for stage in STAGES))
+    screen.print("counts (last run): " + ", ".join(f"{k} {v:,}" for k, v in result.counts.items()))
+    for function, seconds, share in result.profile[:10]:
+        screen.print(f"  {share:6.1%} {seconds:7.2f} s  {function}")
+    rate = result.series(OURS).median
+    screen.print(f"{fmt_rate(rate)} interactions/s ({'meets' if rate >= GOAL_RATE else 'BELOW'} the "
+                 f"{fmt_rate(GOAL_RATE)}/s goal); {result.ratio():.2f} of {BARE}")
+    path = write_json(out or default_result_path("graph"), result.to_json(command))
+    screen.print(f"wrote {path}")
