@@ -148,9 +148,9 @@ class Settings(BaseSettings):
     feed_walk_restart: float = Field(default=0.5, gt=0, lt=1, description="restart probability per step")
     feed_walk_high_visits: int = Field(default=4, ge=1, le=1000,
                                        description="early stop: visits that make a pin well visited")
-    feed_walk_high_pins: int = Field(default=1000, ge=1, le=1_000_000,
+    feed_walk_high_pins: int = Field(default=50, ge=1, le=1_000_000,
                                      description="early stop: well-visited pins per query pin")
-    feed_embedding_weight: float = Field(default=0.5, ge=0, le=1,
+    feed_embedding_weight: float = Field(default=0.1, ge=0, le=1,
                                          description="share of the embedding score in the ranking")
     feed_ranker_deadline_ms: float = Field(default=80.0, gt=0, le=10_000,
                                            description="ranking deadline; then co-engagement scores")
