@@ -25,7 +25,7 @@ from streams.workload.themes import TOPICS, make_theme
 CACHE_DIR = Path("bench/cache")
 DISTORTIONS = ("crop", "rescale", "jpeg", "colour", "flip", "rotate", "all")
 HISTOGRAM_BINS = 8
-CHUNK = 32
+CHUNK = 16
 
 Vectors = np.ndarray[Any, np.dtype[np.float32]]
 Featurize = Callable[[list[Image.Image]], Vectors]
@@ -222,16 +222,24 @@ def build_methods(variant: str, threads: int, seed: int, int8: bool,
     untrained = Embedder("fused", threads=threads, pretrained=False, seed=0)
     methods = [
         Method(f"EfficientNet-Lite0 ImageNet ({variant})", f"{ours.model_id}-{ours.model_version}",
-               ours.embed),
+               _in_batches(ours.embed)),
         Method("same network, untrained (seed 0)", f"{untrained.model_id}-{untrained.model_version}",
-               untrained.embed),
+               _in_batches(untrained.embed)),
     ]
     if int8:
         calibration = decode_all(list(render_distractors(64, seed)))
         quantised = Embedder("int8", threads=threads, calibration=calibration)
         methods.append(Method("EfficientNet-Lite0 int8 (static, FX)",
                               f"{quantised.model_id}-{quantised.model_version}-cal64s{seed}",
-                              quantised.embed))
+                              _in_batches(quantised.embed)))
     methods.append(Method(f"RGB histogram {HISTOGRAM_BINS}x{HISTOGRAM_BINS}x{HISTOGRAM_BINS}",
                           f"rgbhist{HISTOGRAM_BINS}", colour_histogram))
     return methods
+
+
+def _in_batches(embed: Featurize, size: int = 16) -> Featurize:
+    """Embed in batches of `size`: a few hundred queries at once would need gigabytes of activations."""
+    def run(images: list[Image.Image]) -> Vectors:
+        return np.concatenate([embed(images[i:i + size]) for i in range(0, len(images), size)])
+
+    return run
