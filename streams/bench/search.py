@@ -10,6 +10,9 @@ inner-product search (numpy over chunks); the bare-library ceiling is faiss `Ind
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import math
 import os
 import statistics
@@ -130,6 +133,12 @@ def rss_bytes() -> int:
     return 0
 
 
+def release_free_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc), so RSS shows what is live, not what was."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 # --- candidates -----------------------------------------------------------------------------
 
 
@@ -235,7 +244,8 @@ class CandidateResult:
     add_s: float = 0.0
     trained_on: int = 0
     serialized_bytes_per_vector: float = 0.0
-    rss_bytes_per_vector: float | None = None
+    rss_bytes_per_vector: float | None = None  # right after building by upserts
+    rss_after_load_bytes_per_vector: float | None = None  # loaded from its snapshot (a restart)
     estimated_bytes_per_vector: float | None = None
     snapshot_save_s: float | None = None
     snapshot_load_s: float | None = None
@@ -307,6 +317,7 @@ def measure_ours(rows: FloatRows, queries: FloatRows, truth: npt.NDArray[np.int6
     """`VectorIndex` as the product uses it: pin ids, upserts in batches, the lock, normalisation."""
     size = rows.shape[0]
     result = CandidateResult("ours", "VectorIndex (auto)", size, "upsert/delete in place")
+    release_free_heap()
     before = rss_bytes()
     index = VectorIndex("bench", DIM, kind=IndexKind.AUTO, nprobe=nprobe, expected_size=size)
     started = time.perf_counter()
@@ -324,10 +335,14 @@ def measure_ours(rows: FloatRows, queries: FloatRows, truth: npt.NDArray[np.int6
     result.serialized_bytes_per_vector = sum(
         p.stat().st_size for p in (scratch / "snapshot").iterdir()) / size
     progress("VectorIndex: loading the snapshot back")
-    started = time.perf_counter()
     del index
+    gc.collect()
+    release_free_heap()
+    started = time.perf_counter()
     index = VectorIndex.load(scratch / "snapshot", "bench", nprobe=nprobe)
     result.snapshot_load_s = time.perf_counter() - started
+    release_free_heap()
+    result.rss_after_load_bytes_per_vector = (rss_bytes() - before) / size
 
     def ids_of(hits: list[list[Any]]) -> npt.NDArray[np.int64]:
         return np.array([[int(h.pin_id[1:]) for h in row] + [-1] * (K - len(row)) for row in hits])
@@ -445,13 +460,19 @@ def table_rows(result: SizeResult) -> list[list[str]]:
             rows.append([
                 cand.name, knob.label, f"{knob.recall_at_10:.3f}", f"{knob.p50_ms:.2f}",
                 f"{knob.p99_ms:.2f}", bytes_label(cand.serialized_bytes_per_vector),
-                bytes_label(cand.rss_bytes_per_vector), f"{build:,.0f}", cand.updates,
+                _rss_label(cand), f"{build:,.0f}", cand.updates,
             ])
     return rows
 
 
 TABLE_COLUMNS = ["index", "setting", "recall@10", "p50 ms", "p99 ms", "bytes/vec (file)",
-                 "bytes/vec (RSS)", "build s", "deletes/updates"]
+                 "bytes/vec (RSS built / loaded)", "build s", "deletes/updates"]
+
+
+def _rss_label(cand: CandidateResult) -> str:
+    if cand.rss_bytes_per_vector is None:
+        return "-"
+    return f"{bytes_label(cand.rss_bytes_per_vector)} / {bytes_label(cand.rss_after_load_bytes_per_vector)}"
 
 
 def markdown_table(result: SizeResult) -> str:

@@ -20,6 +20,7 @@ from processors.index_catchup import (
     open_index,
     snapshot_dir,
 )
+from sinks.faiss import IndexKind
 from streams.consumer import raw_record
 from streams.events import PinEmbedding
 from streams.offsets import plain_consumer
@@ -159,3 +160,24 @@ def test_apply_record_upserts_deletes_and_skips_live_records(settings: Settings)
                         "p3": Applied.SKIPPED_OTHER_VERSION}
     assert len(index) == 1
     assert sum(index.offsets().values()) == sum(before.values()) + 3
+
+
+def test_a_rebuild_large_enough_to_train_becomes_ivf_sq8_and_reopens_from_its_snapshot(
+        settings: Settings) -> None:
+    ivf_settings = settings.model_copy(update={"index_kind": "ivf_sq8"})
+    count = 2_600  # above 39 points x 64 lists, the smallest IVF it trains
+    publish(ivf_settings, [embedding(f"p{i:08d}", i) for i in range(count)])
+    built = open_index(ivf_settings, MODEL)
+    assert built.report.source == "rebuilt"
+    assert built.index.kind == IndexKind.IVF_SQ8
+    assert len(built.index) == count
+    hits = built.index.search(np.stack([vector(i) for i in range(0, count, 100)]), k=1)
+    assert [row[0].pin_id for row in hits] == [f"p{i:08d}" for i in range(0, count, 100)]
+
+    publish(ivf_settings, [embedding("p-late", 99_999)], tombstones=("p00000003",))
+    reopened = open_index(ivf_settings, MODEL)
+    assert reopened.report.source == "snapshot"
+    assert reopened.report.read == 2
+    assert reopened.index.kind == IndexKind.IVF_SQ8
+    assert len(reopened.index) == count
+    assert reopened.index.search(vector(99_999), k=1)[0][0].pin_id == "p-late"
