@@ -235,10 +235,10 @@ def top_items(scored: Scored, eligible: BoolArray, size: int, *, graph: WalkGrap
     for i in best(scored.score, eligible, size):
         pin = scored.pin_ids[i]
         walk, similarity = scored.walk[i], scored.similarity[i]
-        if similarity > 0 and (similarity > walk or pin in similar):
-            reason = "similar"
-        elif walk > 0 and boards[i] >= 0:
+        if walk > 0 and walk >= similarity and boards[i] >= 0:
             reason = f"walk:board {graph.board_ids[boards[i]]}"
+        elif similarity > 0 or pin in similar:
+            reason = "similar"
         else:
             reason = "cf"
         items.append(FeedItem(pin, round(float(scored.score[i]), 6), reason))
