@@ -79,7 +79,8 @@ class GraphConfig:
 
 
 class Contribution(NamedTuple):
-    """`weight` added at `at_ms` to the edge src -> dst: in the row of src, the column of dst."""
+    """`weight` added at `at_ms` to the edge src -> dst: in the row of src, the column of dst.
+    `announce`: this direction carries the delta (an undirected edge announces one of its two)."""
 
     row: str
     column: str
@@ -90,12 +91,13 @@ class Contribution(NamedTuple):
     edge_type: EdgeType
     weight: float
     at_ms: int
+    announce: bool = True
 
 
 def contribution(src_type: NodeType, src: str, dst_type: NodeType, dst: str, edge_type: EdgeType,
-                 weight: float, at_ms: int) -> Contribution:
+                 weight: float, at_ms: int, announce: bool = True) -> Contribution:
     return Contribution(f"{NODE_PREFIXES[src_type]}:{src}", f"{NODE_PREFIXES[dst_type]}:{dst}",
-                        src_type, src, dst_type, dst, edge_type, weight, at_ms)
+                        src_type, src, dst_type, dst, edge_type, weight, at_ms, announce)
 
 
 # --- the edge model: plain functions ------------------------------------------------------------
@@ -120,14 +122,18 @@ def board_contributions(pin_id: str, board_id: str, weight: float, at_ms: int) -
     if not weight:
         return []
     return [contribution(NodeType.PIN, pin_id, NodeType.BOARD, board_id, EdgeType.PIN_BOARD, weight, at_ms),
-            contribution(NodeType.BOARD, board_id, NodeType.PIN, pin_id, EdgeType.PIN_BOARD, weight, at_ms)]
+            contribution(NodeType.BOARD, board_id, NodeType.PIN, pin_id, EdgeType.PIN_BOARD, weight, at_ms,
+                         announce=False)]
 
 
 def pair_contributions(pin_a: str, pin_b: str, weight: float, at_ms: int) -> list[Contribution]:
-    """Both directions of a co-engagement between two pin keys."""
+    """Both directions of a co-engagement between two pin keys; the smaller key announces it."""
+    if pin_b < pin_a:
+        pin_a, pin_b = pin_b, pin_a
     a, b = pin_a[len(_PIN):], pin_b[len(_PIN):]
     return [Contribution(pin_a, pin_b, NodeType.PIN, a, NodeType.PIN, b, EdgeType.PIN_PIN, weight, at_ms),
-            Contribution(pin_b, pin_a, NodeType.PIN, b, NodeType.PIN, a, EdgeType.PIN_PIN, weight, at_ms)]
+            Contribution(pin_b, pin_a, NodeType.PIN, b, NodeType.PIN, a, EdgeType.PIN_PIN, weight, at_ms,
+                         False)]
 
 
 def session_key(event: GraphEvent) -> str | None:
@@ -250,7 +256,12 @@ def graph_differences(expected: Graph, actual: Graph, half_life_ms: float,
 
 @dataclass(frozen=True, slots=True)
 class GraphBatch:
-    """What one `apply` did: the deltas to publish (one per edge change), and event counts."""
+    """What one `apply` did: the deltas to publish, and event counts.
+
+    One delta per edge contribution; an undirected edge (pin-board, pin-pin) is announced once,
+    keyed by its pin (the smaller pin key of a pair). Contributions a row already had (a
+    redelivery) are announced again under the same delta ids: consumers deduplicate by id.
+    """
 
     deltas: list[GraphEdgeDelta]
     applied: int  # events new to the processor
@@ -397,12 +408,15 @@ class GraphProcessor:
                 state = claimed[row] = self._claim(row, position)
             if state is None:
                 stale += 1
-                continue
-            self.cache.add(row, state, c.column, c.weight, c.at_ms)
-            deltas.append(GraphEdgeDelta(
-                event_id=delta_id(event.event_id, c),
-                event_time=event.event_time if c.at_ms == event_ms else from_millis(c.at_ms),
-                cause_event_id=event.event_id, src=c.src, src_type=c.src_type, dst=c.dst,
-                dst_type=c.dst_type, edge_type=c.edge_type, weight_delta=c.weight,
-            ))
+            else:
+                self.cache.add(row, state, c.column, c.weight, c.at_ms)
+            # Announced even when the row already had it: after a crash between the HBase write and
+            # the delta produce, the redelivery announces again, under the same delta id.
+            if c.announce:
+                deltas.append(GraphEdgeDelta(
+                    event_id=delta_id(event.event_id, c),
+                    event_time=event.event_time if c.at_ms == event_ms else from_millis(c.at_ms),
+                    cause_event_id=event.event_id, src=c.src, src_type=c.src_type, dst=c.dst,
+                    dst_type=c.dst_type, edge_type=c.edge_type, weight_delta=c.weight,
+                ))
         return stale

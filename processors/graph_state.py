@@ -221,14 +221,15 @@ class RowCache:
 
     def trim(self) -> int:
         """Evict clean rows, least recently used first, down to `max_cells`; returns rows evicted."""
-        evicted = 0
-        if self.cells > self.max_cells:
-            for key in list(self._rows):
-                if self.cells <= self.max_cells:
-                    break
-                if key in self._dirty:
-                    continue
-                self.cells -= 1 + len(self._rows.pop(key).edges)
-                evicted += 1
+        victims: list[str] = []
+        excess = self.cells - self.max_cells
+        for key, state in self._rows.items():  # least recently used first
+            if excess <= 0:
+                break
+            if key not in self._dirty:
+                victims.append(key)
+                excess -= 1 + len(state.edges)
+        for key in victims:
+            self.cells -= 1 + len(self._rows.pop(key).edges)
         GRAPH_CACHED_CELLS.set(self.cells)
-        return evicted
+        return len(victims)
