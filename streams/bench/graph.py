@@ -12,7 +12,7 @@ import pstats
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -25,7 +25,7 @@ from confluent_kafka.admin import AdminClient
 from processors.graph import GraphConfig, GraphProcessor
 from processors.graph_state import Position, position_of
 from sinks.hbase import from_millis
-from sinks.hbase_graph import GraphStore
+from sinks.hbase_graph import GraphStore, RowWrite, StoredRow
 from streams.admin import apply_topics
 from streams.bench.report import Series, code_revision, machine_info, ratio
 from streams.codec import AvroCodec
@@ -44,7 +44,7 @@ BARE = "bare confluent-kafka consume (ceiling)"
 BARE_DECODED = "bare consume + decode to events"
 OURS = "graph processor: decode+apply+HBase+deltas+commit"
 PATHS = (BARE, BARE_DECODED, OURS)
-STAGES = ("poll", "decode", "apply", "hbase", "produce", "commit")
+STAGES = ("poll", "decode", "apply", "hbase read", "hbase write", "produce", "commit")
 GOAL_RATE = 20_000.0
 START = datetime(2026, 11, 1, tzinfo=UTC)
 _DEADLINE_S = 600.0
@@ -78,12 +78,13 @@ class GraphBenchResult:
     stage_seconds: list[dict[str, float]] = field(default_factory=list)  # ours, per repetition
     counts: dict[str, int] = field(default_factory=dict)  # ours, last repetition
     profile: list[tuple[str, float, float]] = field(default_factory=list)  # function, tottime s, share
+    cores_busy: list[float] = field(default_factory=list)  # our process's CPU s per wall s, per run
 
     def series(self, path: str) -> Series:
         return Series(path, "interactions/s", tuple(self.rates[path]))
 
-    def ratio(self, path: str = OURS) -> float:
-        return ratio(self.series(path), self.series(BARE))
+    def ratio(self, path: str = OURS, ceiling: str = BARE) -> float:
+        return ratio(self.series(path), self.series(ceiling))
 
     def stage_shares(self) -> dict[str, float]:
         """Median share of our elapsed time spent in each stage."""
@@ -99,7 +100,9 @@ class GraphBenchResult:
             "interactions": self.interactions, "repeat": self.repeat, "batch": self.batch,
             "goal_rate": GOAL_RATE,
             "machine": machine_info(["confluent-kafka", "fastavro", "happybase", "thriftpy2"]),
-            "paths": {p: {"rate": self.series(p).to_json(), "ratio_vs_bare": self.ratio(p)} for p in PATHS},
+            "paths": {p: {"rate": self.series(p).to_json(), "ratio_vs_bare": self.ratio(p),
+                          "ratio_vs_bare_decoded": self.ratio(p, BARE_DECODED)} for p in PATHS},
+            "process_cores_busy": self.cores_busy,
             "stage_seconds": self.stage_seconds, "stage_shares": self.stage_shares(),
             "counts": self.counts,
             "profile_top": [{"function": f, "tottime_s": t, "share": s} for f, t, s in self.profile],
@@ -117,6 +120,10 @@ class _Clock:
         now = time.perf_counter()
         self.seconds[stage] += now - self._last
         self._last = now
+
+    def move(self, seconds: float, source: str, target: str) -> None:
+        self.seconds[source] -= seconds
+        self.seconds[target] += seconds
 
     def restart(self) -> None:
         self._last = time.perf_counter()
@@ -169,7 +176,8 @@ def _ours(settings: Settings, topic: str, count: int, batch: int, result: GraphB
           profiler: cProfile.Profile | None) -> float:
     """The graph stage as a worker runs it, on fresh HBase tables: returns the elapsed seconds."""
     store = GraphStore.from_settings(settings, timeout_s=30.0)
-    processor = GraphProcessor(store, GraphConfig.from_settings(settings))
+    reads = _TimedReads(store)
+    processor = GraphProcessor(reads, GraphConfig.from_settings(settings))
     deltas = EventProducer(settings)
     codec = deltas.codec
     delta_topic = settings.topic(GRAPH_EDGES.name)
@@ -190,10 +198,12 @@ def _ours(settings: Settings, topic: str, count: int, batch: int, result: GraphB
                 events.append(event)
         positions = [_position(message) for message in messages]
         clock.lap("decode")
+        read_before = reads.seconds
         applied = processor.apply(events, positions)
         clock.lap("apply")
+        clock.move(reads.seconds - read_before, "apply", "hbase read")
         totals["rows_written"] += processor.flush()
-        clock.lap("hbase")
+        clock.lap("hbase write")
         for delta in applied.deltas:
             deltas.send_raw(delta_topic, delta.src.encode(), codec.encode_event(delta))
         totals["deltas"] += len(applied.deltas)
@@ -205,10 +215,13 @@ def _ours(settings: Settings, topic: str, count: int, batch: int, result: GraphB
     try:
         if profiler is not None:
             profiler.enable()
+        cpu = time.process_time()
         started = _consume_all(consumer, count, batch, handle)
         deltas.close(120)  # every delta acknowledged is part of the work measured
         clock.lap("produce")
         elapsed = time.perf_counter() - started
+        # Includes the group join (seconds, mostly idle): a slight underestimate of the busy share.
+        result.cores_busy.append((time.process_time() - cpu) / elapsed)
         if profiler is not None:
             profiler.disable()
     finally:
@@ -216,8 +229,29 @@ def _ours(settings: Settings, topic: str, count: int, batch: int, result: GraphB
         store.close()
         _drop_tables(settings)
     result.stage_seconds.append(dict(clock.seconds))
-    result.counts = totals | {"cached_cells": processor.cache.cells, "seen_ids": len(processor.seen)}
+    result.counts = totals | {"cached_cells": processor.cache.cells, "seen_ids": len(processor.seen),
+                              "rows_read": reads.rows}
     return elapsed
+
+
+class _TimedReads:
+    """The graph store with its reads timed, so that the bench can tell HBase reads from apply."""
+
+    def __init__(self, store: GraphStore) -> None:
+        self.store = store
+        self.seconds = 0.0
+        self.rows = 0
+
+    def read_rows(self, keys: Iterable[str]) -> dict[str, StoredRow]:
+        started = time.perf_counter()
+        wanted = list(keys)
+        rows = self.store.read_rows(wanted)
+        self.seconds += time.perf_counter() - started
+        self.rows += len(wanted)
+        return rows
+
+    def write_batch(self, rows: list[RowWrite]) -> None:
+        self.store.write_batch(rows)
 
 
 def _drop_tables(settings: Settings) -> None:
@@ -273,13 +307,14 @@ def run_graph_bench(settings: Settings, interactions: int, repeat: int, batch: i
                     seconds = _bare(scoped, topic, interactions, batch, decode=path == BARE_DECODED)
                 if rep:
                     result.rates[path].append(interactions / seconds)
-        del result.stage_seconds[0]  # the warm-up's
+        del result.stage_seconds[0], result.cores_busy[0]  # the warm-up's
         if profile:
             # A run of its own: the profiler slows it down, so it counts in no figure but this one.
             say("profiling one more run of the graph processor")
             profiler = cProfile.Profile()
             _ours(_fresh_tables(scoped), topic, interactions, batch, result, profiler)
             result.stage_seconds.pop()
+            result.cores_busy.pop()
             result.profile = _top_functions(profiler)
     finally:
         admin = AdminClient(scoped.kafka_common())

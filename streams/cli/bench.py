@@ -337,7 +337,7 @@ def pinstore(args: tuple[str, ...]) -> None:
 @reports_errors
 def graph(interactions: int, repeat: int, batch: int, seed: int, profile: bool, out: Path | None) -> None:
     """Sustained interactions/s through the graph processor vs a bare confluent-kafka consume loop."""
-    from streams.bench.graph import BARE, GOAL_RATE, OURS, PATHS, STAGES, run_graph_bench
+    from streams.bench.graph import BARE, BARE_DECODED, GOAL_RATE, OURS, PATHS, STAGES, run_graph_bench
     from streams.bench.report import default_result_path, fmt_rate, print_table, write_json
     from streams.cli.common import settings_or_exit
 
@@ -350,15 +350,18 @@ def graph(interactions: int, repeat: int, batch: int, seed: int, profile: bool, 
                f"--seed {seed}")
     print_table(
         screen, f"Graph stage: median of {repeat} runs x {interactions:,} interactions, batches of {batch}",
-        ["path", "interactions/s", "min", "max", "vs bare"],
+        ["path", "interactions/s", "min", "max", "vs bare", "vs bare+decode"],
         [[p, fmt_rate(result.series(p).median), fmt_rate(min(result.rates[p])),
-          fmt_rate(max(result.rates[p])), f"{result.ratio(p):.2f}"] for p in PATHS],
+          fmt_rate(max(result.rates[p])), f"{result.ratio(p):.2f}", f"{result.ratio(p, BARE_DECODED):.2f}"]
+         for p in PATHS],
         caption=f"{command}\nrates from each path's first record to its last (deltas acknowledged)",
     )
     shares = result.stage_shares()
     screen.print("where our time goes (median share): "
                  + ", ".join(f"{stage} {shares[stage]:.0%}" for stage in STAGES))
     screen.print("counts (last run): " + ", ".join(f"{k} {v:,}" for k, v in result.counts.items()))
+    screen.print("CPU of this process per wall second: "
+                 + ", ".join(f"{cores:.2f}" for cores in result.cores_busy) + " cores")
     for function, seconds, share in result.profile[:10]:
         screen.print(f"  {share:6.1%} {seconds:7.2f} s  {function}")
     rate = result.series(OURS).median
