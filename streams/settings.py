@@ -143,6 +143,8 @@ class Settings(BaseSettings):
                                      description="2-hop candidates kept for ranking")
     feed_max_query_pins: int = Field(default=100, ge=1, le=10_000,
                                      description="heaviest engaged pins the walks start from")
+    feed_max_boards: int = Field(default=1000, ge=1, le=100_000,
+                                 description="boards read around the query pins, the likeliest first")
     feed_walk_steps: int = Field(default=50_000, ge=100, le=10_000_000,
                                  description="random-walk step budget per feed")
     feed_walk_restart: float = Field(default=0.5, gt=0, lt=1, description="restart probability per step")
@@ -152,7 +154,7 @@ class Settings(BaseSettings):
                                      description="early stop: well-visited pins per query pin")
     feed_embedding_weight: float = Field(default=0.1, ge=0, le=1,
                                          description="share of the embedding score in the ranking")
-    feed_ranker_deadline_ms: float = Field(default=80.0, gt=0, le=10_000,
+    feed_ranker_deadline_ms: float = Field(default=100.0, gt=0, le=10_000,
                                            description="ranking deadline; then co-engagement scores")
     feed_seed: int = Field(default=0, description="seed of the random walks (same seed, same feed)")
     trending_half_life_s: float = Field(default=6 * 3600.0, gt=0, le=90 * 86_400,
