@@ -10,6 +10,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 from prometheus_client import Counter, Histogram
 
 from processors.ranking import (
@@ -26,6 +27,7 @@ from processors.ranking import (
 )
 from processors.walks import (
     FloatArray,
+    IntArray,
     RankerDeadlineExceeded,
     WalkParams,
     random_walks,
@@ -97,7 +99,7 @@ class FeedStore(Protocol):
 class FeedParams:
     rank: RankParams = field(default_factory=RankParams)
     walk: WalkParams = field(default_factory=WalkParams)
-    deadline_s: float = 0.08
+    deadline_s: float = 0.1
     seed: int = 0
     similar_k: int = 200  # ANN neighbours of the taste vector added as candidates
     preference_pins: int = 400  # ranked pins cached per user for the graph-down fallback
@@ -108,7 +110,8 @@ class FeedParams:
         return cls(
             rank=RankParams(size=settings.feed_size, embedding_weight=settings.feed_embedding_weight,
                             max_candidates=settings.feed_max_candidates,
-                            max_query_pins=settings.feed_max_query_pins),
+                            max_query_pins=settings.feed_max_query_pins,
+                            max_boards=settings.feed_max_boards),
             walk=WalkParams(steps=settings.feed_walk_steps, restart=settings.feed_walk_restart,
                             high_visits=settings.feed_walk_high_visits,
                             high_pins=settings.feed_walk_high_pins),
@@ -157,10 +160,24 @@ def fetch_neighbourhood(graph: GraphReader, user_id: str, params: RankParams) ->
     pin_rows = graph.neighbours(NodeType.PIN, list(pins.query))
     pin_boards = {q: row.get(NodeType.BOARD, {}) for q, row in pin_rows.items()}
     co_engaged = {q: row.get(NodeType.PIN, {}) for q, row in pin_rows.items()}
-    boards = sorted({b for row in pin_boards.values() for b, w in row.items() if w > 0})
+    boards = heaviest_boards(pins.query, pin_boards, params.max_boards)
     board_rows = graph.neighbours(NodeType.BOARD, boards) if boards else {}
     return Neighbourhood(pins, pin_boards, co_engaged,
                          {b: row.get(NodeType.PIN, {}) for b, row in board_rows.items()})
+
+
+def heaviest_boards(query: Mapping[str, float], pin_boards: Mapping[str, Mapping[str, float]],
+                    limit: int) -> list[str]:
+    """The `limit` boards a first walk step most likely reaches (sorted by id): popular pins sit
+    on thousands of boards, and reading and walking them all would blow the feed's latency."""
+    total = sum(query.values()) or 1.0
+    mass: dict[str, float] = {}
+    for q, row in pin_boards.items():
+        positive = {b: w for b, w in row.items() if w > 0}
+        row_total = sum(positive.values())
+        for b, w in positive.items():
+            mass[b] = mass.get(b, 0.0) + query.get(q, 0.0) / total * w / row_total
+    return sorted(sorted(mass, key=lambda b: (-mass[b], b))[:limit])
 
 
 class FeedComputer:
@@ -227,7 +244,9 @@ class FeedComputer:
             walks = random_walks(graph, query, list(hood.pins.query.values()), params.walk,
                                  walk_seed(params.seed, user_id), deadline=deadline, clock=self.clock)
             timings["walk"] = self.clock() - started - timings["candidates"]
-            sims, has_embedding = self._cosine(graph.pin_ids, taste)
+            # Pins neither shown nor visited weigh nothing in the pooling: no cosine needed.
+            needed = np.flatnonzero(found.eligible | (walks.visits > 0))
+            sims, has_embedding = self._cosine(graph.pin_ids, needed, taste)
             if self.clock() > deadline:
                 raise RankerDeadlineExceeded("scoring finished past the deadline")
         except RankerDeadlineExceeded as exc:
@@ -248,16 +267,21 @@ class FeedComputer:
             log.warning("embeddings unavailable, ranking by walks only: %s", exc)
             return None
 
-    def _cosine(self, pin_ids: Sequence[str], taste: Vector | None
+    def _cosine(self, pin_ids: Sequence[str], needed: IntArray, taste: Vector | None
                 ) -> tuple[FloatArray | None, BoolArray | None]:
+        """Cosines of the `needed` pins with the taste vector, over all of `pin_ids` (0 elsewhere)."""
         if self.embeddings is None or taste is None:
             return None, None
         try:
-            sims, found = self.embeddings.cosine(pin_ids, taste)
+            some, some_found = self.embeddings.cosine([pin_ids[i] for i in needed], taste)
         except SinkError as exc:
             log.warning("embeddings unavailable, ranking by walks only: %s", exc)
             return None, None
-        return (sims, found) if found.any() else (None, None)
+        if not some_found.any():
+            return None, None
+        sims, found = np.zeros(len(pin_ids)), np.zeros(len(pin_ids), dtype=bool)
+        sims[needed], found[needed] = some, some_found
+        return sims, found
 
     def _similar(self, taste: Vector | None, exclude: Collection[str]) -> dict[str, float]:
         if self.similar is None or taste is None or self.params.similar_k <= 0:

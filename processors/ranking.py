@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -32,13 +33,14 @@ class RankParams:
     cf_weight: float = 0.05  # orders candidates that the walks did not reach
     max_candidates: int = 10_000
     max_query_pins: int = 100
+    max_boards: int = 1000  # boards read around the query pins, the heaviest first
     # Pins the user engaged with at least this much (about a recent click) are not shown again;
     # pins only scrolled past (impressions) may be.
     min_engaged_weight: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.size < 1 or self.max_candidates < 1 or self.max_query_pins < 1:
-            raise ConfigError("feed size, max_candidates and max_query_pins must be >= 1")
+        if min(self.size, self.max_candidates, self.max_query_pins, self.max_boards) < 1:
+            raise ConfigError("feed size, max_candidates, max_query_pins and max_boards must be >= 1")
         if not 0 <= self.embedding_weight <= 1 or self.neighbour_weight < 0 or self.cf_weight < 0:
             raise ConfigError("embedding_weight must be in [0, 1]; neighbour and cf weights >= 0")
 
@@ -68,18 +70,28 @@ def cf_scores(graph: WalkGraph, query: Weighted, pin_boards: Mapping[str, Weight
     board_mass = np.zeros(len(graph.board_ids))
     scores = np.zeros(len(graph.pin_ids))
     total_query = sum(query.values()) or 1.0
+    co_pins: list[str] = []
+    co_weights: list[float] = []
+    co_mass: list[float] = []
     for q, weight in query.items():
         mass = weight / total_query
         boards = {board_index[b]: w for b, w in pin_boards.get(q, {}).items() if w > 0 and b in board_index}
-        co = {graph.pin_index[p]: w for p, w in co_engaged.get(q, {}).items()
-              if w > 0 and p != q and p in graph.pin_index}
-        via_boards = (mass * (BOARD_SHARE if co else 1.0)) if boards else 0.0
+        co = co_engaged.get(q, {})
+        co_total = sum(co.values())  # co-engagement weights are never negative
+        via_boards = (mass * (BOARD_SHARE if co_total > 0 else 1.0)) if boards else 0.0
         board_total = sum(boards.values())
         for b, w in boards.items():
             board_mass[b] += via_boards * w / board_total
-        co_total = sum(co.values())
-        for pin, w in co.items():
-            scores[pin] += (mass - via_boards) * w / co_total
+        if co_total > 0:
+            # Co-engagement rows of popular pins are long: gathered here, indexed in C below.
+            co_pins.extend(co)
+            co_weights.extend(co.values())
+            co_mass.extend(repeat((mass - via_boards) / co_total, len(co)))
+    if co_pins:
+        rows = np.fromiter(map(graph.pin_index.get, co_pins, repeat(-1)), dtype=np.int64, count=len(co_pins))
+        share = np.asarray(co_mass) * np.maximum(np.asarray(co_weights), 0.0)
+        known = rows >= 0
+        scores += np.bincount(rows[known], weights=share[known], minlength=len(graph.pin_ids))
     # Each board hands its mass on to its pins in proportion to the edge weights.
     edge_board = np.repeat(np.arange(len(graph.board_ids)), np.diff(graph.board_ptr))
     board_total_weight = np.bincount(edge_board, weights=graph.board_weights, minlength=len(graph.board_ids))
@@ -142,8 +154,8 @@ class Candidates:
                 similar: Collection[str], limit: int) -> Candidates:
         cf = cf_scores(graph, hood.pins.query, hood.pin_boards, hood.co_engaged)
         count = len(graph.pin_ids)
-        excluded = np.fromiter((p in exclude for p in graph.pin_ids), dtype=bool, count=count)
-        also = (np.fromiter((p in similar for p in graph.pin_ids), dtype=bool, count=count)
+        excluded = np.fromiter(map(exclude.__contains__, graph.pin_ids), dtype=bool, count=count)
+        also = (np.fromiter(map(similar.__contains__, graph.pin_ids), dtype=bool, count=count)
                 if similar else None)
         return cls(graph, cf, candidate_mask(cf, excluded, limit, also=also))
 
@@ -267,7 +279,7 @@ class EmbeddingTable:
         return {p: self.matrix[self.row[p]] for p in pin_ids if p in self.row}
 
     def cosine(self, pin_ids: Sequence[str], query: Vector) -> tuple[FloatArray, BoolArray]:
-        rows = np.fromiter((self.row.get(p, -1) for p in pin_ids), dtype=np.int64, count=len(pin_ids))
+        rows = np.fromiter(map(self.row.get, pin_ids, repeat(-1)), dtype=np.int64, count=len(pin_ids))
         found = rows >= 0
         sims = np.zeros(len(pin_ids))
         if found.any():

@@ -69,10 +69,11 @@ class WalkGraph:
     """Pins and boards with weighted edges both ways (CSR); edges with weight <= 0 are left out."""
 
     def __init__(self, pin_ids: Sequence[str], board_ids: Sequence[str], pin_of_edge: IntArray,
-                 board_of_edge: IntArray, weight: FloatArray) -> None:
+                 board_of_edge: IntArray, weight: FloatArray, *, pin_index: dict[str, int] | None = None
+                 ) -> None:
         self.pin_ids = tuple(pin_ids)
         self.board_ids = tuple(board_ids)
-        self.pin_index = {pin: i for i, pin in enumerate(self.pin_ids)}
+        self.pin_index = pin_index if pin_index is not None else {p: i for i, p in enumerate(self.pin_ids)}
         self.pin_ptr, self.pin_boards, _, self._pin_keys = _csr(len(self.pin_ids), pin_of_edge,
                                                                 board_of_edge, weight)
         self.board_ptr, self.board_pins, self.board_weights, self._board_keys = _csr(
@@ -98,7 +99,7 @@ class WalkGraph:
         tails = np.repeat(np.arange(len(board_ids), dtype=np.int64), sizes)
         weight = np.asarray(weights, dtype=np.float64)
         positive = weight > 0
-        return cls(pin_ids, board_ids, heads[positive], tails[positive], weight[positive])
+        return cls(pin_ids, board_ids, heads[positive], tails[positive], weight[positive], pin_index=index)
 
     def boards_of(self, pin: int) -> IntArray:
         return self.pin_boards[self.pin_ptr[pin]:self.pin_ptr[pin + 1]]
