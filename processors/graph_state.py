@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from prometheus_client import Counter, Gauge
 
@@ -26,8 +25,7 @@ GRAPH_CACHED_CELLS = Gauge("pinstream_graph_cached_cells", "Graph cells held in 
                            registry=REGISTRY)
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
+class Position(NamedTuple):
     """Where an event was first written: `stream` = "topic/partition", and its offset there."""
 
     stream: str

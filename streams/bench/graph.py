@@ -166,10 +166,17 @@ def _bare(settings: Settings, topic: str, count: int, batch: int, decode: bool) 
         consumer.close()
 
 
+_STREAMS: dict[tuple[str | None, int | None], str] = {}
+
+
 def _position(message: Message) -> Position:
     if message.headers():  # a replayed copy names its original position in a header
         return position_of(raw_record(message))
-    return Position(f"{message.topic()}/{message.partition()}", message.offset() or 0)
+    where = (message.topic(), message.partition())
+    stream = _STREAMS.get(where)
+    if stream is None:
+        stream = _STREAMS[where] = f"{where[0]}/{where[1]}"
+    return Position(stream, message.offset() or 0)
 
 
 def _ours(settings: Settings, topic: str, count: int, batch: int, result: GraphBenchResult,
