@@ -145,7 +145,7 @@ class Settings(BaseSettings):
                                      description="heaviest engaged pins the walks start from")
     feed_max_boards: int = Field(default=1000, ge=1, le=100_000,
                                  description="boards read around the query pins, the likeliest first")
-    feed_walk_steps: int = Field(default=50_000, ge=100, le=10_000_000,
+    feed_walk_steps: int = Field(default=20_000, ge=100, le=10_000_000,
                                  description="random-walk step budget per feed")
     feed_walk_restart: float = Field(default=0.5, gt=0, lt=1, description="restart probability per step")
     feed_walk_high_visits: int = Field(default=4, ge=1, le=1000,
