@@ -29,7 +29,7 @@ class RankerDeadlineExceeded(ProcessingError):
 class WalkParams:
     """Pixie's knobs: step budget N, restart probability alpha, early stop at n_p pins with n_v visits."""
 
-    steps: int = 50_000
+    steps: int = 20_000
     restart: float = 0.5
     high_visits: int = 4
     high_pins: int = 50
