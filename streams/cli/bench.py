@@ -369,3 +369,80 @@ def graph(interactions: int, repeat: int, batch: int, seed: int, profile: bool, 
                  f"{fmt_rate(GOAL_RATE)}/s goal); {result.ratio():.2f} of {BARE}")
     path = write_json(out or default_result_path("graph"), result.to_json(command))
     screen.print(f"wrote {path}")
+
+
+@bench.command("feed-quality")
+@click.option("--users", type=click.IntRange(min=10), default=500, show_default=True)
+@click.option("--pins", type=click.IntRange(min=100), default=5000, show_default=True)
+@click.option("--days", type=click.IntRange(min=1), default=14, show_default=True,
+              help="Days of interactions generated.")
+@click.option("--sessions", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Sessions per user (scaled by each user's activity).")
+@click.option("--held-out", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Last positively engaged pins held out per user.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the workload.")
+@click.option("--impression-weight", type=float, default=None,
+              help="user->pin weight of an impression  [default: the graph_weight_impression setting]")
+@click.option("--latency-runs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Times each evaluated feed is computed for the latency figures.")
+@click.option("--scale-users", type=click.IntRange(min=0), default=5000, show_default=True,
+              help="Users of the bigger world timed at ~10k candidates (0: skip).")
+@click.option("--scale-pins", type=click.IntRange(min=100), default=50_000, show_default=True)
+@click.option("--scale-feeds", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Feeds timed in the bigger world (its most active users).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON result file  [default: bench/results/feed-quality-<date>.json]")
+@reports_errors
+def feed_quality(users: int, pins: int, days: int, sessions: float, held_out: int, seed: int,
+                 impression_weight: float | None, latency_runs: int, scale_users: int, scale_pins: int,
+                 scale_feeds: int, out: Path | None) -> None:
+    """HR@10/HR@50/MRR of home feeds vs popularity and random, and ranker latency per feed."""
+    import os
+
+    from processors.feed import FeedParams
+    from streams.bench.feed_quality import (
+        GOAL_POPULARITY_RATIO,
+        LATENCY_COLUMNS,
+        QUALITY_COLUMNS,
+        Workload,
+        latency_rows,
+        quality_rows,
+        run_feed_latency,
+        run_feed_quality,
+    )
+    from streams.bench.report import default_result_path, print_table, write_json
+    from streams.cli.common import settings_or_exit
+
+    settings = settings_or_exit()
+    params = FeedParams.from_settings(settings)
+    workload = Workload(users=users, pins=pins, days=days, sessions_per_user=sessions, held_out=held_out,
+                        seed=seed, impression_weight=impression_weight)
+    load_before = os.getloadavg()
+    screen = console()
+    with screen.status("preparing...") as status:
+        quality = run_feed_quality(workload, params, settings, repeat_latency=latency_runs,
+                                   progress=status.update)
+        latency = None
+        if scale_users:
+            scale = Workload(users=scale_users, pins=scale_pins, days=days, sessions_per_user=sessions,
+                             seed=seed, impression_weight=impression_weight)
+            latency = run_feed_latency(scale, params, settings, scale_feeds, progress=status.update)
+    command = (f"pinstream bench feed-quality --users {users} --pins {pins} --days {days} --sessions "
+               f"{sessions:g} --held-out {held_out} --seed {seed} --latency-runs {latency_runs} "
+               f"--scale-users {scale_users} --scale-pins {scale_pins} --scale-feeds {scale_feeds}"
+               + (f" --impression-weight {impression_weight:g}" if impression_weight is not None else ""))
+    print_table(screen, f"Feed quality: {quality.evaluated_users} users with held-out pins, "
+                        f"{quality.mean_candidates:,.0f} candidates per feed on average",
+                QUALITY_COLUMNS, quality_rows(quality),
+                caption=f"{command}\nload average before: {', '.join(f'{v:.1f}' for v in load_before)}")
+    if latency is not None:
+        print_table(screen, f"Ranker latency, {latency.feeds} most active of {scale_users:,} users, "
+                            f"{latency.events:,} interactions", LATENCY_COLUMNS, latency_rows(latency))
+    ours, popular = quality.methods[0].hr(10), quality.method("popularity").hr(10)
+    verdict = "meets" if popular and ours >= GOAL_POPULARITY_RATIO * popular else "BELOW"
+    screen.print(f"HR@10 {ours:.3f} = {ours / popular if popular else float('inf'):.1f}x popularity "
+                 f"({verdict} the {GOAL_POPULARITY_RATIO:g}x goal)")
+    payload = quality.to_json(command) | {"load_before": load_before,
+                                          "latency_at_scale": latency.to_json() if latency else None}
+    path = write_json(out or default_result_path("feed-quality"), payload)
+    screen.print(f"wrote {path}")
