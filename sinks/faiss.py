@@ -116,6 +116,12 @@ class VectorIndex:
         return IndexKind.IVF_SQ8 if self._trained_for else IndexKind.FLAT
 
     @property
+    def faiss_index(self) -> faiss.Index:
+        """The underlying faiss index, for benchmarks and diagnostics: searching it bypasses the
+        lock and the pin-id map, and writing to it would desynchronise them."""
+        return self._index
+
+    @property
     def trained_for(self) -> int:
         """The collection size the IVF lists were chosen for; 0 while exact."""
         return self._trained_for

@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,14 @@ class KnobResult:
     p99_ms: float
     p50_runs: list[float] = field(default_factory=list)
     p99_runs: list[float] = field(default_factory=list)
+    # ours only: bare faiss search on the very same index, timed query by query in turn with ours
+    bare_p50_ms: float | None = None
+    bare_p99_ms: float | None = None
+
+    @property
+    def p50_vs_bare(self) -> float | None:
+        """Our p50 over bare faiss's p50 on the same index (1.0 = no overhead)."""
+        return None if self.bare_p50_ms is None else self.p50_ms / self.bare_p50_ms
 
 
 @dataclass
@@ -254,7 +263,7 @@ class CandidateResult:
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
-        data["knobs"] = [dict(k.__dict__) for k in self.knobs]
+        data["knobs"] = [dict(k.__dict__) | {"p50_vs_bare": k.p50_vs_bare} for k in self.knobs]
         return data
 
 
@@ -273,6 +282,36 @@ def single_query_latencies(search: Callable[[FloatRows], object], queries: Float
         p50s.append(float(np.percentile(laps, 50)))
         p99s.append(float(np.percentile(laps, 99)))
     return statistics.median(p50s), statistics.median(p99s), p50s, p99s
+
+
+def paired_latencies(ours: Callable[[FloatRows], object], bare: Callable[[FloatRows], object],
+                     queries: FloatRows, repeat: int) -> tuple[list[float], list[float], list[float],
+                                                                list[float]]:
+    """Per repetition p50/p99 (ms) of `ours` and `bare`, the two timed in turn on each query so
+    that load from other processes falls on both alike."""
+    ours_p50: list[float] = []
+    ours_p99: list[float] = []
+    bare_p50: list[float] = []
+    bare_p99: list[float] = []
+    for rep in range(repeat):
+        ours_laps: list[float] = []
+        bare_laps: list[float] = []
+        for i in range(len(queries)):
+            one = queries[i:i + 1]
+            pair = ((ours, ours_laps), (bare, bare_laps))
+            for search, laps in pair if (i + rep) % 2 == 0 else pair[::-1]:
+                started = time.perf_counter()
+                search(one)
+                laps.append((time.perf_counter() - started) * 1000)
+        ours_p50.append(float(np.percentile(ours_laps, 50)))
+        ours_p99.append(float(np.percentile(ours_laps, 99)))
+        bare_p50.append(float(np.percentile(bare_laps, 50)))
+        bare_p99.append(float(np.percentile(bare_laps, 99)))
+    return ours_p50, ours_p99, bare_p50, bare_p99
+
+
+def bare_search(index: faiss.Index, queries: FloatRows) -> object:
+    return index.search(queries, K)
 
 
 def serialized_size(index: faiss.Index, scratch: Path) -> int:
@@ -353,9 +392,12 @@ def measure_ours(rows: FloatRows, queries: FloatRows, truth: npt.NDArray[np.int6
         progress(f"VectorIndex: searching with nprobe={probes}")
         index.set_nprobe(probes)
         found = ids_of(index.search(queries, K))
-        p50, p99, p50s, p99s = single_query_latencies(lambda q: index.search(q, K), queries, repeat)
+        p50s, p99s, bare_p50s, bare_p99s = paired_latencies(
+            partial(index.search, k=K), partial(bare_search, index.faiss_index), queries, repeat)
         label = f"nprobe={probes}" + (" (default)" if probes == nprobe else "")
-        result.knobs.append(KnobResult(label, recall_at_k(found, truth), p50, p99, p50s, p99s))
+        result.knobs.append(KnobResult(
+            label, recall_at_k(found, truth), statistics.median(p50s), statistics.median(p99s),
+            p50s, p99s, statistics.median(bare_p50s), statistics.median(bare_p99s)))
     for path in (scratch / "snapshot").iterdir():
         path.unlink()
     return result
@@ -459,13 +501,14 @@ def table_rows(result: SizeResult) -> list[list[str]]:
         for knob in cand.knobs:
             rows.append([
                 cand.name, knob.label, f"{knob.recall_at_10:.3f}", f"{knob.p50_ms:.2f}",
-                f"{knob.p99_ms:.2f}", bytes_label(cand.serialized_bytes_per_vector),
+                f"{knob.p99_ms:.2f}", "-" if knob.p50_vs_bare is None else f"{knob.p50_vs_bare:.2f}",
+                bytes_label(cand.serialized_bytes_per_vector),
                 _rss_label(cand), f"{build:,.0f}", cand.updates,
             ])
     return rows
 
 
-TABLE_COLUMNS = ["index", "setting", "recall@10", "p50 ms", "p99 ms", "bytes/vec (file)",
+TABLE_COLUMNS = ["index", "setting", "recall@10", "p50 ms", "p99 ms", "p50 vs bare", "bytes/vec (file)",
                  "bytes/vec (RSS built / loaded)", "build s", "deletes/updates"]
 
 
