@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -70,26 +70,26 @@ def cf_scores(graph: WalkGraph, query: Weighted, pin_boards: Mapping[str, Weight
     board_mass = np.zeros(len(graph.board_ids))
     scores = np.zeros(len(graph.pin_ids))
     total_query = sum(query.values()) or 1.0
-    co_pins: list[str] = []
-    co_weights: list[float] = []
+    co_rows = [co_engaged.get(q, {}) for q in query]
+    co_totals = [sum(row.values()) for row in co_rows]  # co-engagement weights are never negative
     co_mass: list[float] = []
-    for q, weight in query.items():
+    for (q, weight), co_total in zip(query.items(), co_totals, strict=True):
         mass = weight / total_query
         boards = {board_index[b]: w for b, w in pin_boards.get(q, {}).items() if w > 0 and b in board_index}
-        co = co_engaged.get(q, {})
-        co_total = sum(co.values())  # co-engagement weights are never negative
         via_boards = (mass * (BOARD_SHARE if co_total > 0 else 1.0)) if boards else 0.0
         board_total = sum(boards.values())
         for b, w in boards.items():
             board_mass[b] += via_boards * w / board_total
-        if co_total > 0:
-            # Co-engagement rows of popular pins are long: gathered here, indexed in C below.
-            co_pins.extend(co)
-            co_weights.extend(co.values())
-            co_mass.extend(repeat((mass - via_boards) / co_total, len(co)))
-    if co_pins:
-        rows = np.fromiter(map(graph.pin_index.get, co_pins, repeat(-1)), dtype=np.int64, count=len(co_pins))
-        share = np.asarray(co_mass) * np.maximum(np.asarray(co_weights), 0.0)
+        co_mass.append((mass - via_boards) / co_total if co_total > 0 else 0.0)
+    # Co-engagement rows of popular pins are long: flattened and indexed in C, not row by row.
+    lengths = np.fromiter(map(len, co_rows), dtype=np.int64, count=len(co_rows))
+    entries = int(lengths.sum())
+    if entries:
+        rows = np.fromiter(map(graph.pin_index.get, chain.from_iterable(co_rows), repeat(-1)),
+                           dtype=np.int64, count=entries)
+        weights = np.fromiter(chain.from_iterable(row.values() for row in co_rows), dtype=np.float64,
+                              count=entries)
+        share = np.repeat(np.asarray(co_mass), lengths) * np.maximum(weights, 0.0)
         known = rows >= 0
         scores += np.bincount(rows[known], weights=share[known], minlength=len(graph.pin_ids))
     # Each board hands its mass on to its pins in proportion to the edge weights.
@@ -138,8 +138,8 @@ class Candidates:
     def of(cls, hood: Neighbourhood, exclude: Collection[str], similar: Collection[str],
            limit: int) -> Candidates:
         query = hood.pins.query
-        co_pins = [p for row in hood.co_engaged.values() for p in row]
-        graph = WalkGraph.from_board_pins(hood.board_pins, extra_pins=[*query, *co_pins, *similar])
+        co_pins = chain.from_iterable(hood.co_engaged.values())
+        graph = WalkGraph.from_board_pins(hood.board_pins, extra_pins=chain(query, co_pins, similar))
         candidates = cls._scored(graph, hood, exclude, similar, limit)
         if len(graph.pin_ids) > 2 * limit + len(query) + len(similar):
             # A huge neighbourhood: walk only where candidates are, so walk memory stays bounded.
