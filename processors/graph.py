@@ -22,7 +22,9 @@ from processors.graph_state import (
     RowCache,
     RowState,
     SeenIds,
+    admit,
     position_of,
+    session_pairs,
 )
 from sinks.hbase import from_millis, millis
 from sinks.hbase_graph import NODE_PREFIXES, SESSION_PREFIX, Edge, RowWrite, StoredRow
@@ -141,51 +143,6 @@ def session_key(event: GraphEvent) -> str | None:
     if isinstance(event, PinInteraction) and event.action in COENGAGING and event.session_id:
         return f"{SESSION_PREFIX}:{event.user_id}:{event.session_id}"
     return None
-
-
-def session_pairs(first_engaged: Mapping[str, int], max_pins: int) -> dict[tuple[str, str], int]:
-    """Co-engaged pairs of a session: among its first `max_pins` pins by first engagement (time,
-    then key), every pair, at the time the later of the two was first engaged."""
-    members = sorted(first_engaged.items(), key=lambda item: (item[1], item[0]))[:max_pins]
-    pairs: dict[tuple[str, str], int] = {}
-    for index, (later, later_ms) in enumerate(members):
-        for earlier, _ in members[:index]:
-            pairs[(earlier, later) if earlier < later else (later, earlier)] = later_ms
-    return pairs
-
-
-class SessionChange(NamedTuple):
-    members: dict[str, int]
-    added: list[tuple[str, str, int]]
-    retracted: list[tuple[str, str, int]]
-
-
-def admit(members: Mapping[str, int], pin: str, at_ms: int, max_pins: int) -> SessionChange | None:
-    """The session after `pin` is engaged at `at_ms`, and the pairs that changed; None if none.
-
-    `members` holds only the first `max_pins` pins: one that ranks after them can never enter
-    later, since first-engagement times only move earlier. A late event may move a pin earlier
-    or push another out; its pairs are then retracted and added at their new times.
-    """
-    first = members.get(pin)
-    if first is not None and first <= at_ms:
-        return None
-    rank = (at_ms, pin)
-    if first is None and all(rank > (ms, key) for key, ms in members.items()):
-        if len(members) >= max_pins:
-            return None
-        # In event-time order, the common case: pairs with every member, nothing moves.
-        return SessionChange({**members, pin: at_ms}, [(key, pin, at_ms) for key in members], [])
-    ranked = sorted({**members, pin: at_ms}.items(), key=lambda item: (item[1], item[0]))
-    kept = dict(ranked[:max_pins])
-    if pin not in kept:
-        return None
-    before, after = session_pairs(members, max_pins), session_pairs(kept, max_pins)
-    return SessionChange(
-        kept,
-        [(a, b, ms) for (a, b), ms in after.items() if before.get((a, b)) != ms],
-        [(a, b, ms) for (a, b), ms in before.items() if after.get((a, b)) != ms],
-    )
 
 
 def graph_inputs(records: Iterable[ConsumedRecord]) -> tuple[list[GraphEvent], list[Position]]:

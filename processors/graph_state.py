@@ -1,5 +1,5 @@
-"""Bounded state of the graph processor: recent event ids per partition, and an LRU of graph
-rows read through from HBase, with the writes they owe it."""
+"""State of the graph processor: recent event ids per partition, an LRU of graph rows read
+through from HBase with the writes they owe it, and how a co-engagement session's pins pair up."""
 
 from __future__ import annotations
 
@@ -231,3 +231,50 @@ class RowCache:
             self.cells -= 1 + len(self._rows.pop(key).edges)
         GRAPH_CACHED_CELLS.set(self.cells)
         return len(victims)
+
+
+# --- co-engagement sessions: which pins of a session pair up ---------------------------------
+
+def session_pairs(first_engaged: Mapping[str, int], max_pins: int) -> dict[tuple[str, str], int]:
+    """Co-engaged pairs of a session: among its first `max_pins` pins by first engagement (time,
+    then key), every pair, at the time the later of the two was first engaged."""
+    members = sorted(first_engaged.items(), key=lambda item: (item[1], item[0]))[:max_pins]
+    pairs: dict[tuple[str, str], int] = {}
+    for index, (later, later_ms) in enumerate(members):
+        for earlier, _ in members[:index]:
+            pairs[(earlier, later) if earlier < later else (later, earlier)] = later_ms
+    return pairs
+
+
+class SessionChange(NamedTuple):
+    members: dict[str, int]
+    added: list[tuple[str, str, int]]
+    retracted: list[tuple[str, str, int]]
+
+
+def admit(members: Mapping[str, int], pin: str, at_ms: int, max_pins: int) -> SessionChange | None:
+    """The session after `pin` is engaged at `at_ms`, and the pairs that changed; None if none.
+
+    `members` holds only the first `max_pins` pins: one that ranks after them can never enter
+    later, since first-engagement times only move earlier. A late event may move a pin earlier
+    or push another out; its pairs are then retracted and added at their new times.
+    """
+    first = members.get(pin)
+    if first is not None and first <= at_ms:
+        return None
+    rank = (at_ms, pin)
+    if first is None and all(rank > (ms, key) for key, ms in members.items()):
+        if len(members) >= max_pins:
+            return None
+        # In event-time order, the common case: pairs with every member, nothing moves.
+        return SessionChange({**members, pin: at_ms}, [(key, pin, at_ms) for key in members], [])
+    ranked = sorted({**members, pin: at_ms}.items(), key=lambda item: (item[1], item[0]))
+    kept = dict(ranked[:max_pins])
+    if pin not in kept:
+        return None
+    before, after = session_pairs(members, max_pins), session_pairs(kept, max_pins)
+    return SessionChange(
+        kept,
+        [(a, b, ms) for (a, b), ms in after.items() if before.get((a, b)) != ms],
+        [(a, b, ms) for (a, b), ms in before.items() if after.get((a, b)) != ms],
+    )

@@ -15,13 +15,11 @@ from processors.graph import (
     GraphConfig,
     GraphEvent,
     GraphProcessor,
-    admit,
     batch_recompute,
     graph_differences,
     graph_of,
-    session_pairs,
 )
-from processors.graph_state import Position, SeenIds, position_of
+from processors.graph_state import Position, SeenIds, admit, position_of, session_pairs
 from sinks.hbase import millis
 from sinks.hbase_graph import (
     Edge,
