@@ -173,12 +173,10 @@ def taste_vector(query: Weighted, vectors: Mapping[str, Vector]) -> Vector | Non
 
 def pooled_similarity(graph: WalkGraph, sims: FloatArray, found: BoolArray, visits: FloatArray,
                       neighbour_weight: float) -> tuple[FloatArray, BoolArray]:
-    """PinSage-style: each pin's own cosine to the taste vector mixed with its neighbours' (pins
-    sharing a board), neighbours weighted by importance = walk visits; NaN-free, with a has-score mask.
-
-    Pooling cosines equals projecting the pooled (unnormalised) embedding on the taste vector, so
-    the 1280-d neighbour vectors are never materialised.
-    """
+    """PinSage-style: each pin's cosine to the taste vector mixed with its board neighbours', these
+    weighted by importance (walk visits); also says which pins have a score."""
+    # Pooling cosines equals projecting the pooled (unnormalised) embedding on the taste vector:
+    # the same score without materialising ~10k neighbour vectors of 1280 floats.
     own = np.where(found, sims, 0.0)
     importance = np.where(found, visits, 0.0)
     edge_board = np.repeat(np.arange(len(graph.board_ids)), np.diff(graph.board_ptr))

@@ -45,11 +45,8 @@ class WalkParams:
 
 def _csr(rows: int, heads: IntArray, tails: IntArray, weights: FloatArray
          ) -> tuple[IntArray, IntArray, FloatArray, FloatArray]:
-    """Row pointers, targets, weights and sampling keys: key = row + cumulative share, last of a
-    row = row + 1.
-
-    Keys rise across rows, so one searchsorted over all of them samples any row's neighbours.
-    """
+    """Row pointers, targets, weights and sampling keys (row + cumulative share of the row's weight)."""
+    # The keys rise across rows, so one searchsorted over all of them samples any row's neighbours.
     order = np.lexsort((tails, heads))
     heads, tails, weights = heads[order], tails[order], weights[order]
     ptr = np.zeros(rows + 1, dtype=np.int64)

@@ -70,10 +70,8 @@ _TRENDING_ADD_SHA1 = hashlib.sha1(_TRENDING_ADD.encode(), usedforsecurity=False)
 
 
 class FeedCache:
-    """`feed:<user>` sorted sets (reasons in `feedr:<user>`), `prefs:<user>`, and `trending`.
-
-    Each call borrows one pooled connection and makes one round trip; keys start with `key_prefix`.
-    """
+    """`feed:<user>` sorted sets (reasons in `feedr:<user>`), `prefs:<user>` and `trending`, keys
+    prefixed with `key_prefix`; each call borrows one pooled connection for one round trip."""
 
     def __init__(self, pool: ConnectionPool[Client], *, key_prefix: str = "", feed_size: int = 200,
                  feed_ttl_s: int = 900, prefs_ttl_s: int = 7 * 86_400,

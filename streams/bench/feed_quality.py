@@ -1,20 +1,5 @@
 """`pinstream bench feed-quality`: HR@10, HR@50 and MRR of home feeds on the planted-interest
-workload, against popularity and random baselines, with the ranker's latency per feed.
-
-Each user's interactions are split in time: everything before the user's last K positively engaged
-pins (click, close-up or save) trains; the held-out pins the user had not engaged with before are
-the targets. The graph is built in memory from all training events with the graph stage's weights
-(`graph_*` settings), every contribution decayed by 2^(-age / half-life) to the end of training:
-
-- user-pin: the action's weight per event (impression 0 = no edge, click 1, close-up 2, save 4, hide -8);
-- pin-board: the board weight (1) for the board a pin was created on and per save to a board;
-- pin-pin: the co-engagement weight (1) per session that engaged both (click, close-up or save),
-  among the session's first 20 engaged pins, at the later of the two first engagements.
-
-The streaming graph processor produces the same graph from the same events. Pin embeddings
-are synthetic (the workload renders no images here): a unit centroid per interest cluster plus
-gaussian noise of the same norm, so pins of one cluster have cosine about 0.5 and others about 0.
-"""
+workload (last engaged pins held out) against popularity and random, and ranker latency per feed."""
 
 from __future__ import annotations
 

@@ -59,6 +59,12 @@ class GraphWeights:
                    settings.graph_half_life_s * 1000, settings.graph_session_max_pins)
 
 
+# The graph stage's edge model, so that the streaming processor builds this same graph from the
+# same events; every contribution is decayed by 2^(-age / half-life) to `now_ms`:
+# - user-pin: the action's weight per event (impression 0 = no edge by default, hide negative);
+# - pin-board: the board weight per pin creation and per save to a board;
+# - pin-pin: the co-engagement weight per session that engaged both (click, close-up or save),
+#   among the session's first N engaged pins, at the later of their two first engagements.
 def build_graph(world: World, events: Sequence[InteractionRecord], now_ms: int,
                 weights: GraphWeights) -> MemoryGraph:
     """The graph of the pins' boards and of `events`, weights decayed to `now_ms`."""
@@ -126,6 +132,8 @@ def split_last_positives(events: Sequence[InteractionRecord], held_out: int) -> 
 
 
 def synthetic_embeddings(world: World, dim: int, seed: int) -> EmbeddingTable:
+    """A unit centroid per cluster plus noise of the same norm: cosine ~0.5 within a cluster, ~0 across
+    (no images are rendered, so no CNN features)."""
     rng = np.random.default_rng(seed)
     centroids = rng.standard_normal((len(world.clusters), dim))
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
