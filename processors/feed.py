@@ -41,7 +41,7 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 FEED_SECONDS = Histogram(
-    "pinstream_feed_seconds", "Feed computation by stage: fetch, walk, score, total.", ["stage"],
+    "pinstream_feed_seconds", "Feed computation by stage: fetch, candidates, walk, score, total.", ["stage"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5),
     registry=REGISTRY,
 )
