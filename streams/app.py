@@ -14,7 +14,7 @@ from faust.types import EventT, StreamT
 
 from streams.deadletter import RawRecord
 from streams.settings import Settings
-from streams.topics import PINS_CREATED
+from streams.topics import PINS_CREATED, PINS_INTERACTIONS
 from streams.web import register_views
 from streams.worker import WorkerRuntime
 
@@ -101,6 +101,24 @@ def create_app(settings: Settings) -> PinstreamApp:
             report = await runtime.stage.process([raw_from_event(e) for e in events])
             if report.dead_lettered or report.reconciliations:
                 log.info("embed batch: %s", report)
+
+    interactions = app.topic(settings.topic(PINS_INTERACTIONS.name), settings.topic(PINS_CREATED.name),
+                             key_serializer="raw", value_serializer="raw")
+
+    @app.agent(interactions)
+    async def update_graph(stream: StreamT[Any]) -> None:
+        assert isinstance(stream, Stream)
+        # Acknowledged after the graph rows are stored (or reconciled) and the deltas published.
+        async for events in stream.take_events(2000, within=0.2):
+            runtime = app.runtime
+            if runtime is None:
+                raise RuntimeError("worker runtime not running")
+            await runtime.interactions.process([raw_from_event(e) for e in events])
+
+    @app.timer(interval=max(settings.feed_refresh_interval_s / 2, 0.1))
+    async def refresh_feeds() -> None:
+        if app.runtime is not None:
+            await app.runtime.interactions.refresh_due()
 
     @app.timer(interval=15.0)
     async def watch_pools() -> None:

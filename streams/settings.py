@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     index_nprobe: int = Field(default=32, ge=1, le=4096,
                               description="IVF lists scanned per query (recall against latency)")
 
+    feed_refresh_interval_s: float = Field(default=1.0, gt=0, le=3600,
+                                           description="at most one feed recompute per user per interval")
+
     # Visual search and the worker's web server
     search_shortlist: int = Field(default=1000, ge=1, le=10_000,
                                   description="ANN candidates taken before threshold and re-rank")

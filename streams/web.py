@@ -6,6 +6,7 @@ field `image`), size (streamed with a cap, never read whole first), and query pa
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -98,6 +99,28 @@ def register_views(app: faust.App, current: Callable[[], Any]) -> None:
             except ProcessingError as exc:
                 return _error(422, exc.reason or "bad_image", str(exc))
             return aioweb.json_response(response.to_json())
+
+    @app.page("/feed/{user}")
+    class FeedView(faust.web.View):
+        async def get(self, request: Any, user: str) -> Any:
+            runtime = current()
+            if runtime is None:
+                return _error(503, "starting", "the worker is still starting")
+            try:
+                count = parse_k(request.query.get("count") or "200")
+                offset = int(request.query.get("offset") or 0)
+            except (UploadError, ValueError) as exc:
+                return _error(400, "bad_parameter", str(exc))
+            if offset < 0:
+                return _error(400, "bad_parameter", "offset must be >= 0")
+            result = await asyncio.to_thread(runtime.interactions.feeds.read, user, offset=offset,
+                                             count=count)
+            return aioweb.json_response({
+                "user_id": result.user_id, "model": result.model, "from_cache": result.from_cache,
+                "fallbacks": [str(f) for f in result.fallbacks],
+                "items": [{"pin_id": i.pin_id, "score": round(i.score, 6), "reason": i.reason}
+                          for i in result.items],
+            })
 
     @app.page("/healthz")
     class HealthView(faust.web.View):

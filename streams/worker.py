@@ -14,12 +14,17 @@ from PIL import Image
 
 from processors.batching import MicroBatcher
 from processors.embed import PinEmbedStage, make_batch_function
+from processors.feed import FeedComputer, FeedParams, FeedService
+from processors.graph import GraphConfig, GraphProcessor
 from processors.index_live import IndexFollower
+from processors.interactions import InteractionStage
 from processors.model import EMBEDDING_DIM, Embedder
 from processors.outbox import KafkaOutbox, ReconcileFn
 from processors.reconcile_events import ReconciliationEmitter, settings_secrets
 from processors.search import VisualSearch
 from sinks.hbase import PinStore
+from sinks.hbase_graph import GraphStore
+from sinks.redis import FeedCache
 from streams.blobs import BlobStore
 from streams.codec import AvroCodec
 from streams.deadletter import RawRecord
@@ -43,6 +48,7 @@ class WorkerRuntime:
     stage: PinEmbedStage
     follower: IndexFollower
     search: VisualSearch
+    interactions: InteractionStage
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerRuntime:
@@ -61,7 +67,9 @@ class WorkerRuntime:
         follower = IndexFollower(settings, embedder.model_version, EMBEDDING_DIM, codec=codec)
         search = VisualSearch(settings, index=lambda: follower.index, batcher=batcher, pins=store,
                               model_version=embedder.model_version, text=store)
-        return cls(settings, codec, embedder, batcher, store, producer, stage, follower, search)
+        interactions = build_interaction_stage(settings, producer, codec)
+        return cls(settings, codec, embedder, batcher, store, producer, stage, follower, search,
+                   interactions)
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -75,6 +83,7 @@ class WorkerRuntime:
         await asyncio.to_thread(self.follower.stop)
         await asyncio.to_thread(self.producer.close)
         self.store.close()
+        self.interactions.cache.close()
 
     def health(self) -> dict[str, Any]:
         index = self.follower.index
@@ -85,6 +94,21 @@ class WorkerRuntime:
             "index_error": repr(self.follower.error) if self.follower.error else None,
             "embed_queue": self.batcher.depth(),
         }
+
+
+def build_interaction_stage(settings: Settings, producer: EventProducer,
+                            codec: AvroCodec) -> InteractionStage:
+    """Graph (HBase) + feeds (Redis); embeddings are left out of feed ranking for now (walks only,
+    reported as NO_EMBEDDINGS), trending and cached preferences come from Redis."""
+    graph_store = GraphStore.from_settings(settings)
+    cache = FeedCache.from_settings(settings)
+    computer = FeedComputer(graph_store, trending=cache, preferences=cache,
+                            params=FeedParams.from_settings(settings))
+    return InteractionStage(
+        graph=GraphProcessor(graph_store, GraphConfig.from_settings(settings)),
+        feeds=FeedService(computer, cache), cache=cache, producer=producer,
+        emitter=ReconciliationEmitter(producer, secrets=settings_secrets(settings)), codec=codec,
+        refresh_interval_s=settings.feed_refresh_interval_s)
 
 
 def reconcile_to_kafka(producer: EventProducer, settings: Settings) -> ReconcileFn:

@@ -1,0 +1,167 @@
+"""The interaction stage: pins.interactions.v1 (and pin->board edges from pins.created.v1) ->
+graph rows in HBase + GraphEdgeDelta records, trending, targeted feed invalidation on hides, and
+coalesced feed refreshes (at most one per user per interval) published as FeedUpdated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from processors.feed import FeedResult, FeedService
+from processors.graph import GraphBatch, GraphEvent, GraphProcessor, graph_inputs
+from processors.graph_state import Position
+from processors.reconcile_events import ReconciliationEmitter
+from sinks.redis import FeedCache
+from streams.codec import AvroCodec
+from streams.deadletter import DeadLetterWriter, RawRecord
+from streams.errors import ContractError, DeliveryError, SinkError
+from streams.events import ConsumedRecord, InteractionAction, PinInteraction, Stage
+from streams.producer import EventProducer
+from streams.topics import FEEDS_UPDATED, GRAPH_EDGES
+
+log = logging.getLogger(__name__)
+
+_STORE_RETRIES = 3
+_SETTLE_TIMEOUT_S = 60.0
+
+
+@dataclass
+class InteractionReport:
+    received: int = 0
+    applied: int = 0
+    deltas: int = 0
+    hides: int = 0
+    dead_lettered: int = 0
+    reconciliations: int = 0
+    dirty_users: int = 0
+
+
+@dataclass
+class RefreshPlan:
+    """Users whose feed must be recomputed, and when each was last refreshed (coalescing)."""
+
+    interval_s: float
+    dirty: set[str] = field(default_factory=set)
+    last: dict[str, float] = field(default_factory=dict)
+
+    def due(self, now: float, limit: int) -> list[str]:
+        ready = [u for u in self.dirty if now - self.last.get(u, 0.0) >= self.interval_s][:limit]
+        for user in ready:
+            self.dirty.discard(user)
+            self.last[user] = now
+        if len(self.last) > 100_000:  # bounded: forget the oldest refresh times
+            for user, _ in sorted(self.last.items(), key=lambda kv: kv[1])[:50_000]:
+                del self.last[user]
+        return ready
+
+
+class InteractionStage:
+    """Runs batches of interaction and pin records through the graph, trending and feeds."""
+
+    def __init__(self, *, graph: GraphProcessor, feeds: FeedService, cache: FeedCache,
+                 producer: EventProducer, emitter: ReconciliationEmitter, codec: AvroCodec,
+                 refresh_interval_s: float) -> None:
+        self.graph = graph
+        self.feeds = feeds
+        self.cache = cache
+        self.producer = producer
+        self.emitter = emitter
+        self.codec = codec
+        self.dead_letters = DeadLetterWriter(producer)
+        self.plan = RefreshPlan(refresh_interval_s)
+
+    async def process(self, records: Sequence[RawRecord]) -> InteractionReport:
+        report = InteractionReport(received=len(records))
+        consumed: list[ConsumedRecord] = []
+        for record in records:
+            try:
+                event = self.codec.decode_event(record.value or b"")
+            except ContractError as exc:
+                self.dead_letters.send(record, exc.reason, str(exc))
+                report.dead_lettered += 1
+                continue
+            consumed.append(ConsumedRecord(record.topic, record.partition, record.offset,
+                                           record.timestamp_ms, record.key, record.headers, event))
+        events, positions = graph_inputs(consumed)
+        batch = await self._apply_graph(events, positions, consumed, records, report)
+        if batch is not None:
+            report.applied = batch.applied
+            for delta in batch.deltas:
+                self.producer.send_event(GRAPH_EDGES, delta.src, delta)
+            report.deltas = len(batch.deltas)
+        interactions = [e for e in events if isinstance(e, PinInteraction)]
+        await self._update_cache(interactions, report)
+        self.plan.dirty.update(e.user_id for e in interactions)
+        report.dirty_users = len(self.plan.dirty)
+        await self._settle()
+        return report
+
+    async def _apply_graph(self, events: list[GraphEvent], positions: list[Position],
+                           consumed: list[ConsumedRecord], records: Sequence[RawRecord],
+                           report: InteractionReport) -> GraphBatch | None:
+        delay = 0.5
+        for attempt in range(1, _STORE_RETRIES + 1):
+            try:
+                return await asyncio.to_thread(self.graph.process, events, positions)
+            except SinkError as exc:
+                if attempt < _STORE_RETRIES:
+                    log.warning("graph store failed (attempt %d): %s", attempt, exc)
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                    continue
+                # Applied in memory, not yet stored: the rows stay dirty and are written by the
+                # next successful flush; the records are handed to the reconciler meanwhile
+                # (re-applying them is idempotent by the rows' applied offsets).
+                by_position = {(r.topic, r.partition, r.offset): r for r in records}
+                for record in consumed:
+                    raw = by_position[(record.topic, record.partition, record.offset)]
+                    self.emitter.report(exc, stage=Stage.GRAPH, entity_type="event",
+                                        entity_id=str(record.value.event_id), payload=raw.value,
+                                        source=record)
+                report.reconciliations += len(consumed)
+        return None
+
+    async def _update_cache(self, interactions: list[PinInteraction], report: InteractionReport) -> None:
+        hides = [e for e in interactions if e.action == InteractionAction.HIDE]
+
+        def write() -> None:
+            self.cache.add_interactions(interactions)
+            for hide in hides:  # at once, not at the next refresh or the TTL
+                self.cache.remove_pin(hide.user_id, hide.pin_id)
+
+        if not interactions:
+            return
+        try:
+            await asyncio.to_thread(write)
+            report.hides = len(hides)
+        except SinkError as exc:
+            log.warning("trending/hide invalidation not applied: %s", exc)
+            for hide in hides:
+                self.emitter.report(exc, stage=Stage.FEED, entity_type="user", entity_id=hide.user_id,
+                                    payload=self.codec.encode_event(hide), dependency="redis")
+            report.reconciliations += len(hides)
+
+    async def refresh_due(self, limit: int = 500) -> list[FeedResult]:
+        """Recompute the feeds that are due, publish FeedUpdated, reconcile the uncached ones."""
+        users = self.plan.due(time.monotonic(), limit)
+        if not users:
+            return []
+        results = await asyncio.to_thread(self.feeds.refresh, users)
+        for result in results:
+            self.producer.send_event(FEEDS_UPDATED, result.user_id, result.event())
+            if result.needs_reconciliation and result.cache_error is not None:
+                self.emitter.report(result.cache_error, stage=Stage.FEED, entity_type="user",
+                                    entity_id=result.user_id, payload=None, dependency="redis")
+        await self._settle()
+        return results
+
+    async def _settle(self) -> None:
+        failed_before = self.producer.failed
+        remaining = await asyncio.to_thread(self.producer.flush, _SETTLE_TIMEOUT_S)
+        if remaining or self.producer.failed > failed_before:
+            raise DeliveryError(f"{remaining} records unacknowledged", topic="*", key=None,
+                                retriable=True)

@@ -1,0 +1,90 @@
+"""The interaction path on the real stack through a worker process: interactions -> graph in HBase
+-> feeds in Redis and on feeds.updated.v1 (read with the consumer SDK) -> GET /feed; a hide
+removes the pin from the cached feed at once."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from sinks.hbase_graph import GraphStore, node_key
+from streams.consumer import EventConsumer
+from streams.events import FeedUpdated, NodeType
+from streams.localworker import LocalWorker
+from streams.producer import PinProducer
+from streams.topics import FEEDS_UPDATED
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalWorker]:
+    running = LocalWorker(tmp_path_factory.mktemp("worker"), feed_refresh_interval_s=0.5)
+    with running:
+        yield running
+
+
+def _interact(worker: LocalWorker, rows: list[tuple[str, str, str, str | None]]) -> None:
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    with PinProducer(worker.settings) as producer:
+        for i, (user, pin, action, board) in enumerate(rows):
+            producer.interact(user_id=user, pin_id=pin, action=action, session_id=f"s-{user}",
+                              board_id=board, event_time=start + timedelta(seconds=i))
+
+
+def _feed(worker: LocalWorker, user: str) -> dict[str, object]:
+    return dict(httpx.get(f"{worker.url}/feed/{user}", timeout=30).json())
+
+
+def test_interactions_build_the_graph_and_feeds_that_consumers_read(worker: LocalWorker) -> None:
+    # Two users save pins on shared boards; "alice" should be offered what "bob" saved.
+    rows: list[tuple[str, str, str, str | None]] = []
+    for i in range(6):
+        rows.append(("bob", f"p{i}", "save", "b-lamps"))
+        rows.append(("bob", f"p{i}", "closeup", None))
+    rows += [("alice", "p0", "save", "b-lamps"), ("alice", "p1", "click", None)]
+    _interact(worker, rows)
+
+    consumer = EventConsumer(worker.settings, [worker.settings.topic(FEEDS_UPDATED.name)],
+                             group_id=f"g-{uuid.uuid4()}")
+    updates: dict[str, FeedUpdated] = {}
+    deadline = time.monotonic() + 90
+    while "alice" not in updates and time.monotonic() < deadline:
+        record = consumer.poll(1.0)
+        if record is not None and isinstance(record.value, FeedUpdated):
+            updates[record.value.user_id] = record.value
+    consumer.close()
+    alice = updates["alice"]
+    offered = {item.pin_id for item in alice.items}
+    assert {"p2", "p3", "p4", "p5"} <= offered  # bob's saves on the shared board
+    assert not offered & {"p0"}  # already saved by alice
+    assert all(item.reason for item in alice.items)
+
+    graph = GraphStore.from_settings(worker.settings, create_tables=False)
+    edges = graph.edges(node_key(NodeType.USER, "bob"))
+    graph.close()
+    assert {key.split(":", 1)[1] for key in edges} >= {f"p{i}" for i in range(6)}
+
+    served = _feed(worker, "alice")
+    assert served["from_cache"] is True
+    assert {item["pin_id"] for item in served["items"]} == offered  # type: ignore[union-attr]
+
+
+def test_hide_removes_the_pin_from_the_cached_feed_at_once(worker: LocalWorker) -> None:
+    deadline = time.monotonic() + 60
+    while not _feed(worker, "alice")["items"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    first = _feed(worker, "alice")["items"][0]["pin_id"]  # type: ignore[index]
+    _interact(worker, [("alice", first, "hide", None)])
+    deadline = time.monotonic() + 30
+    while first in {i["pin_id"] for i in _feed(worker, "alice")["items"]}:  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "hidden pin still in the feed"
+        time.sleep(0.2)
+    time.sleep(2)  # a later refresh must not bring it back
+    assert first not in {i["pin_id"] for i in _feed(worker, "alice")["items"]}  # type: ignore[union-attr]
