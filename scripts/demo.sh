@@ -89,9 +89,19 @@ print(f"query: demo/query.jpg, from {pin['pin_id']} \"{pin['title']}\"")
 PY
 pinstream search demo/query.jpg -k 5
 
+step "pinstream feed  (the home feed of a generated user, ranked from the interaction graph, with reasons)"
+USER_ID=$(python -c 'import json; print(json.loads(open("demo/interactions.jsonl").readline())["user_id"])')
+deadline=$((SECONDS + 120))
+until pinstream feed "$USER_ID" -n 10 >demo/feed.txt 2>&1 && grep -q "pins for" demo/feed.txt \
+    && ! grep -q "^0 pins" demo/feed.txt; do
+  [ $SECONDS -lt $deadline ] || { cat demo/feed.txt; echo "no feed within 2 minutes" >&2; exit 1; }
+  sleep 2
+done
+cat demo/feed.txt
+
 step "pinstream replay --dry-run  (the plan of copying every interaction: exact offset ranges per partition)"
 pinstream replay --topic pins.interactions.v1 --from beginning --to end --into graph.edges.v1 --dry-run
 
 kill "$WORKER_PID" 2>/dev/null && wait "$WORKER_PID" 2>/dev/null || true
 printf '\nDemo done. The stack is still running: `pinstream stack status`, `pinstream stack down`;\n'
-printf 'run the worker again with `pinstream worker` and search with `pinstream search IMAGE`.\n'
+printf 'run the worker again with `pinstream worker`, then `pinstream search IMAGE` and `pinstream feed USER`.\n'
