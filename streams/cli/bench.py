@@ -187,6 +187,7 @@ def search(sizes: str, queries: int, repeat: int, nprobe: int, candidates: str |
     from streams.bench.report import default_result_path, print_table, write_json
     from streams.bench.search import (
         CANDIDATES,
+        END_TO_END,
         TABLE_COLUMNS,
         real_embedding_files,
         run_search_bench,
@@ -226,7 +227,7 @@ def search(sizes: str, queries: int, repeat: int, nprobe: int, candidates: str |
         print_table(screen, f"{result.size:,} vectors ({result.dataset.split(':')[0]}), "
                             f"{result.queries} queries, k=10, load average before: {load}",
                     TABLE_COLUMNS, table_rows(result), caption=command)
-    screen.print("end-to-end visual search (feature extraction + ANN + re-rank): not yet measured")
+    screen.print(f"end-to-end visual search (decode, embedding, ANN, metadata): {END_TO_END}")
     params = {"sizes": size_list, "queries": queries, "repeat": repeat, "nprobe": nprobe,
               "threads": threads, "candidates": chosen, "cpu_count": os.cpu_count()}
     path = write_json(out or default_result_path("search"), to_json(results, command, params))

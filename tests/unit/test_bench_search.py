@@ -60,7 +60,7 @@ def test_bench_search_command_runs_and_writes_json(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "recall@10" in result.stdout
-    assert "not yet measured" in result.stdout
+    assert "pinstream bench pins" in result.stdout
     payload = json.loads(out.read_text())
     (size,) = payload["sizes"]
     assert size["size"] == 3_000
