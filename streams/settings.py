@@ -23,7 +23,7 @@ CONFIG_FILE_ENV = "PINSTREAM_CONFIG"
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
 IndexKindName = Literal["auto", "flat", "ivf_sq8"]
-EmbedOptimisation = Literal["eager", "channels_last", "fused", "jit", "compile", "int8"]
+EmbedOptimisation = Literal["eager", "channels_last", "fused", "jit", "compile"]
 
 
 class Settings(BaseSettings):
@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     image_url_timeout_s: float = Field(default=5.0, gt=0, le=60)
     embed_optimisation: EmbedOptimisation = Field(default="jit", description="inference variant")
     embed_threads: int = Field(default=0, ge=0, le=256, description="torch threads; 0 = usable cores")
-    embed_max_batch: int = Field(default=8, ge=1, le=256)
+    embed_max_batch: int = Field(default=4, ge=1, le=256)
     embed_max_wait_ms: float = Field(default=10.0, ge=0, le=10_000)
     embed_queue_size: int = Field(default=64, ge=1, le=100_000)
     embed_batch_timeout_s: float = Field(default=10.0, gt=0, le=600)

@@ -261,7 +261,7 @@ def run_embed_bench(settings: Settings, images: int, batch: int, threads: int, r
     decoded = [Image.open(io.BytesIO(data)).convert("RGB") for data in jpegs]
     batches = [to_batch([preprocess(im) for im in chunk]) for chunk in _chunks(decoded, batch)]
     progress(f"loading the model ({settings.embed_optimisation})")
-    embedder = Embedder(settings.embed_optimisation, threads=threads)
+    embedder = Embedder.from_settings(settings)  # loaded and warmed up as the worker does
     reference = Embedder("eager", threads=threads)
     flops = model_flops(reference.network)
     rates: dict[str, list[float]] = {p: [] for p in PATHS}
@@ -325,6 +325,10 @@ def _batch_sweep(embedders: dict[str, Any], decoded: list[Image.Image], repeat: 
 
     arrays = [preprocess(image) for image in decoded]
     out: dict[str, dict[int, list[float]]] = {v: {b: [] for b in SWEEP_BATCHES} for v in embedders}
+    for size in SWEEP_BATCHES:  # new shapes pay for oneDNN setup, jit profiling or a compile
+        progress(f"batch sweep: warming up batch {size}")
+        for embedder in embedders.values():
+            bare_model_pass(embedder.module, [to_batch(arrays[:size])] * 2, embedder.channels_last)
     for rep in range(1, repeat + 1):
         for size in SWEEP_BATCHES:
             chunks = [to_batch(c) for c in _chunks(arrays, size) if len(c) == size]
