@@ -1,7 +1,8 @@
 """Visual search: image -> embedding -> ANN shortlist -> cosine threshold -> re-rank -> metadata.
 
-When feature extraction fails or misses its deadline, the answer comes from the fallback (a text
-match on title and description when the caller gave text, else an empty list) and says so.
+When feature extraction fails or misses its deadline (or the index is not loaded yet), the answer
+comes from the fallback and says so: pins whose title or description match the caller's text
+first, then trending pins (the decayed popularity set kept from interactions) up to k.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ class PinLookup(Protocol):
 
 class TextFallback(Protocol):
     def match_text(self, text: str, limit: int) -> list[str]: ...
+
+
+class TrendingFallback(Protocol):
+    """The trending set (Redis): (pin id, decayed popularity), most popular first."""
+
+    def trending(self, limit: int) -> list[tuple[str, float]]: ...
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,8 @@ class VisualSearch:
 
     def __init__(self, settings: Settings, *, index: Callable[[], VectorIndex | None],
                  batcher: MicroBatcher[Any, Any], pins: PinLookup, model_version: str,
-                 taste: TasteFn | None = None, text: TextFallback | None = None) -> None:
+                 taste: TasteFn | None = None, text: TextFallback | None = None,
+                 trending: TrendingFallback | None = None) -> None:
         self.settings = settings
         self.limits = ImageLimits.from_settings(settings)
         self._index = index
@@ -108,6 +116,7 @@ class VisualSearch:
         self.model_version = model_version
         self.taste = taste
         self.text = text
+        self.trending = trending
 
     async def search(self, image: bytes, *, k: int = 100, user_id: str | None = None,
                      text: str | None = None) -> SearchResponse:
@@ -170,16 +179,30 @@ class VisualSearch:
     async def _fallback(self, reason: str, text: str | None, k: int, timings: dict[str, float],
                         started: float) -> SearchResponse:
         SEARCH_FALLBACKS.labels(reason.split(":")[0]).inc()
-        pin_ids: list[str] = []
-        how = "none"
+        ranked: list[tuple[str, float, float]] = []
+        sources: list[str] = []
         if text and self.text is not None:
             try:
-                pin_ids = await asyncio.to_thread(self.text.match_text, text, k)
-                how = "text_match"
+                matched = await asyncio.to_thread(self.text.match_text, text, k)
             except PinstreamError as exc:
-                log.warning("text fallback failed: %s", exc)
+                log.warning("visual search: text fallback failed: %s", exc)
+            else:
+                ranked = [(p, 0.0, 0.0) for p in matched]
+                sources.append("text_match")
+        if len(ranked) < k and self.trending is not None:
+            try:
+                popular = await asyncio.to_thread(self.trending.trending, k + len(ranked))
+            except PinstreamError as exc:
+                log.warning("visual search: trending fallback failed: %s", exc)
+            else:
+                seen = {p for p, _, _ in ranked}
+                filler = [(p, score, 0.0) for p, score in popular if p not in seen][: k - len(ranked)]
+                if filler:
+                    ranked.extend(filler)
+                    sources.append("trending")
+        how = "+".join(sources) or "none"
         response = SearchResponse([], self.model_version, f"{reason}; served by {how}", how, timings)
-        await self._attach_metadata(response, [(p, 0.0, 0.0) for p in pin_ids], timings)
+        await self._attach_metadata(response, ranked, timings)
         timings["total"] = _lap(started, "total")
         return response
 

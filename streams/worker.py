@@ -65,9 +65,10 @@ class WorkerRuntime:
         stage = PinEmbedStage(embedder=embedder, batcher=batcher, store=store, outbox=outbox,
                               codec=codec)
         follower = IndexFollower(settings, embedder.model_version, EMBEDDING_DIM, codec=codec)
-        search = VisualSearch(settings, index=lambda: follower.index, batcher=batcher, pins=store,
-                              model_version=embedder.model_version, text=store)
         interactions = build_interaction_stage(settings, producer, codec)
+        search = VisualSearch(settings, index=lambda: follower.index, batcher=batcher, pins=store,
+                              model_version=embedder.model_version, text=store,
+                              trending=interactions.cache)
         return cls(settings, codec, embedder, batcher, store, producer, stage, follower, search,
                    interactions)
 

@@ -47,6 +47,16 @@ class FakeText:
         return ["t1", "t2"][:limit]
 
 
+class FakeTrending:
+    def __init__(self, down: bool = False) -> None:
+        self.down = down
+
+    def trending(self, limit: int) -> list[tuple[str, float]]:
+        if self.down:
+            raise SinkError("redis down", dependency="redis")
+        return [("t2", 9.0), ("hot1", 7.5), ("hot2", 3.0), ("hot3", 1.0)][:limit]
+
+
 def _unit(values: list[float]) -> np.ndarray[Any, Any]:
     v = np.asarray(values, dtype=np.float32)
     return v / np.linalg.norm(v)
@@ -58,14 +68,16 @@ def _jpeg() -> bytes:
     return out.getvalue()
 
 
-def _search(batcher: FakeBatcher, pins: FakePins | None = None, **settings: Any) -> VisualSearch:
+def _search(batcher: FakeBatcher, pins: FakePins | None = None,
+            trending: FakeTrending | None = None, **settings: Any) -> VisualSearch:
     index = VectorIndex("v1", DIM, kind=IndexKind.FLAT)
     index.upsert("near", _unit([1, 0.1, 0, 0, 0, 0, 0, 0]))
     index.upsert("nearer", _unit([1, 0.01, 0, 0, 0, 0, 0, 0]))
     index.upsert("far", _unit([0, 0, 0, 0, 0, 0, 1, 1]))
     return VisualSearch(load_settings(metrics_port=0, **settings), index=lambda: index,
                         batcher=batcher,  # type: ignore[arg-type]
-                        pins=pins or FakePins(), model_version="v1", text=FakeText())
+                        pins=pins or FakePins(), model_version="v1", text=FakeText(),
+                        trending=trending)
 
 
 def test_hits_are_ranked_by_similarity_above_the_threshold_with_metadata() -> None:
@@ -86,6 +98,24 @@ def test_embedding_timeout_is_answered_by_the_text_fallback_and_says_so() -> Non
 def test_embedding_failure_without_text_says_nothing_served() -> None:
     failure = ProcessingError("model crashed", stage="embed", reason="model_error")
     answer = asyncio.run(_search(FakeBatcher(error=failure)).search(_jpeg(), k=5))
+    assert answer.fallback == "embed_failed:model_error; served by none" and answer.hits == []
+
+
+def test_text_matches_come_first_then_trending_fills_up_to_k_without_repeats() -> None:
+    search = _search(FakeBatcher(delay=0.5), trending=FakeTrending(), search_embed_timeout_s=0.05)
+    answer = asyncio.run(search.search(_jpeg(), k=4, text="blue lamp"))
+    assert answer.fallback == "embed_timeout; served by text_match+trending"
+    assert [h.pin_id for h in answer.hits] == ["t1", "t2", "hot1", "hot2"]
+    assert answer.hits[2].score == 7.5 and answer.hits[2].metadata == {"title": "title of hot1"}
+
+
+def test_without_text_trending_serves_and_a_trending_outage_serves_nothing() -> None:
+    failure = ProcessingError("model crashed", stage="embed", reason="model_error")
+    answer = asyncio.run(_search(FakeBatcher(error=failure), trending=FakeTrending()).search(_jpeg(), k=2))
+    assert answer.fallback == "embed_failed:model_error; served by trending"
+    assert [h.pin_id for h in answer.hits] == ["t2", "hot1"]
+    down = _search(FakeBatcher(error=failure), trending=FakeTrending(down=True))
+    answer = asyncio.run(down.search(_jpeg(), k=2))
     assert answer.fallback == "embed_failed:model_error; served by none" and answer.hits == []
 
 
