@@ -134,9 +134,12 @@ def open_index(settings: Settings, model_version: str, *, dim: int = EMBEDDING_D
     return OpenedIndex(index, index.offsets(), report)
 
 
-def apply_record(index: VectorIndex, record: RawRecord, codec: AvroCodec) -> Applied:
+def apply_record(index: VectorIndex, record: RawRecord, codec: AvroCodec, *,
+                 model_id: str | None = None) -> Applied:
     """Apply one embeddings-topic record: a value upserts, a tombstone deletes.
 
+    Another version of our model is skipped (its own index serves it: versions coexist during a
+    migration); an embedding of another model (`model_id` given and different) is refused.
     Raises ProcessingError (stage INDEX, with a reason) for a record that cannot be applied, so the
     caller can dead-letter it.
     """
@@ -145,6 +148,12 @@ def apply_record(index: VectorIndex, record: RawRecord, codec: AvroCodec) -> App
     if event is None:
         index.delete(pin_id, offsets=position)
         return Applied.DELETED
+    if model_id is not None and event.model_id != model_id:
+        index.advance(position)
+        raise ProcessingError(
+            f"{record.source}: embedding of model {event.model_id!r} {event.model_version!r}; "
+            f"this index serves {model_id!r} {index.model_version!r}",
+            stage=_STAGE, reason="unsupported_model")
     if event.model_version != index.model_version:
         index.advance(position)
         return Applied.SKIPPED_OTHER_VERSION

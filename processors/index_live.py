@@ -54,9 +54,11 @@ class IndexFollower:
     """Owns the worker's VectorIndex: opens it (snapshot + catch-up), then follows the topic."""
 
     def __init__(self, settings: Settings, model_version: str, dim: int, *,
-                 snapshot_every_s: float = 60.0, codec: AvroCodec | None = None) -> None:
+                 snapshot_every_s: float = 60.0, codec: AvroCodec | None = None,
+                 model_id: str | None = None) -> None:
         self.settings = settings
         self.model_version = model_version
+        self.model_id = model_id  # when given, embeddings of other models are dead-lettered
         self.dim = dim
         self.snapshot_every_s = snapshot_every_s
         self.codec = codec or build_codec(settings)
@@ -115,7 +117,7 @@ class IndexFollower:
     def _apply(self, index: VectorIndex, record: RawRecord) -> None:
         started = time.perf_counter()
         try:
-            outcome = apply_record(index, record, self.codec)
+            outcome = apply_record(index, record, self.codec, model_id=self.model_id)
         except ProcessingError as exc:
             self.rejected += 1
             INDEX_APPLIED.labels(exc.reason or "rejected").inc()

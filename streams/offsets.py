@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.errors import InputError, PinstreamError
 from streams.jsonl import parse_event_time
@@ -62,9 +63,24 @@ def partitions_of(consumer: Consumer, topic: str) -> list[int]:
     return sorted(meta.partitions)
 
 
+# A partition just created (or moving after a broker restart) answers these until its leader is
+# known everywhere: worth waiting for, within TIMEOUT_S.
+_LEADER_PENDING = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                             KafkaError.UNKNOWN_TOPIC_OR_PART})
+
+
 def watermarks(consumer: Consumer, topic: str, partition: int) -> Watermarks:
-    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=TIMEOUT_S)
-    return Watermarks(low, high)
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                       timeout=TIMEOUT_S)
+            return Watermarks(low, high)
+        except KafkaException as exc:
+            code = exc.args[0].code() if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if code not in _LEADER_PENDING or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def resolve(consumer: Consumer, topic: str, partition: int, position: Position,

@@ -15,6 +15,7 @@ from PIL import Image
 from processors.batching import MicroBatcher
 from processors.embed import PinEmbedStage, make_batch_function
 from processors.feed import FeedComputer, FeedParams, FeedService
+from processors.feed_embeddings import LiveIndex
 from processors.graph import GraphConfig, GraphProcessor
 from processors.index_live import IndexFollower
 from processors.interactions import InteractionStage
@@ -64,11 +65,13 @@ class WorkerRuntime:
         outbox = KafkaOutbox(producer, reconcile_to_kafka(producer, settings))
         stage = PinEmbedStage(embedder=embedder, batcher=batcher, store=store, outbox=outbox,
                               codec=codec)
-        follower = IndexFollower(settings, embedder.model_version, EMBEDDING_DIM, codec=codec)
-        interactions = build_interaction_stage(settings, producer, codec)
+        follower = IndexFollower(settings, embedder.model_version, EMBEDDING_DIM, codec=codec,
+                                model_id=embedder.model_id)
+        interactions = build_interaction_stage(settings, producer, codec,
+                                               LiveIndex(lambda: follower.index))
         search = VisualSearch(settings, index=lambda: follower.index, batcher=batcher, pins=store,
                               model_version=embedder.model_version, text=store,
-                              trending=interactions.cache)
+                              trending=interactions.cache, taste=interactions.feeds.computer.taste_of)
         return cls(settings, codec, embedder, batcher, store, producer, stage, follower, search,
                    interactions)
 
@@ -97,14 +100,15 @@ class WorkerRuntime:
         }
 
 
-def build_interaction_stage(settings: Settings, producer: EventProducer,
-                            codec: AvroCodec) -> InteractionStage:
-    """Graph (HBase) + feeds (Redis); embeddings are left out of feed ranking for now (walks only,
-    reported as NO_EMBEDDINGS), trending and cached preferences come from Redis."""
+def build_interaction_stage(settings: Settings, producer: EventProducer, codec: AvroCodec,
+                            embeddings: LiveIndex | None = None) -> InteractionStage:
+    """Graph (HBase) + feeds (Redis); pin embeddings and visually similar candidates come from
+    the worker's ANN index (a feed says NO_EMBEDDINGS while none of the user's pins is in it),
+    trending and cached preferences from Redis."""
     graph_store = GraphStore.from_settings(settings)
     cache = FeedCache.from_settings(settings)
-    computer = FeedComputer(graph_store, trending=cache, preferences=cache,
-                            params=FeedParams.from_settings(settings))
+    computer = FeedComputer(graph_store, embeddings=embeddings, similar=embeddings, trending=cache,
+                            preferences=cache, params=FeedParams.from_settings(settings))
     return InteractionStage(
         graph=GraphProcessor(graph_store, GraphConfig.from_settings(settings)),
         feeds=FeedService(computer, cache), cache=cache, producer=producer,
