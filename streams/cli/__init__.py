@@ -24,6 +24,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("streams.cli.worker:worker", "Run the stream processors and the web views."),
     "search": ("streams.cli.search:search", "Visual search: the pins that look like an image."),
     "feed": ("streams.cli.feed:feed", "A user's ranked home feed from a running worker."),
+    "verify": ("streams.cli.verify:verify", "Check the pipeline's invariants (lost, double-counted)."),
 }
 
 
