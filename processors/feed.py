@@ -20,6 +20,7 @@ from processors.ranking import (
     RankParams,
     UserPins,
     Vector,
+    best,
     cf_items,
     combine,
     taste_vector,
@@ -30,6 +31,7 @@ from processors.walks import (
     IntArray,
     RankerDeadlineExceeded,
     WalkParams,
+    WalkResult,
     random_walks,
     walk_seed,
 )
@@ -49,6 +51,11 @@ FEED_FALLBACKS = Counter("pinstream_feed_fallbacks_total", "Feeds served with a 
                          ["fallback"], registry=REGISTRY)
 FEED_READS = Counter("pinstream_feed_reads_total", "Feed reads by outcome: hit, miss, error.",
                      ["outcome"], registry=REGISTRY)
+FEED_EMBEDDED = Histogram(
+    "pinstream_feed_embedded_share", "Share of a feed's shortlisted pins that had an embedding "
+    "(below 1: the others were ranked by walks alone).",
+    buckets=(0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0), registry=REGISTRY,
+)
 for _fallback in Fallback:  # counters start at 0, so that increase() alerts see the first one
     FEED_FALLBACKS.labels(str(_fallback))
 for _outcome in ("hit", "miss", "error"):
@@ -102,6 +109,10 @@ class FeedParams:
     deadline_s: float = 0.1
     seed: int = 0
     similar_k: int = 200  # ANN neighbours of the taste vector added as candidates
+    # Pins whose embeddings are read and scored: the best by walks and co-engagement (plus the
+    # ANN candidates). The pooling needs the visited neighbours' cosines, and reading ~10k
+    # vectors from the index costs more than the rest of the ranking.
+    embedding_shortlist: int = 2000
     preference_pins: int = 400  # ranked pins cached per user for the graph-down fallback
     model: str = "pixie-pinsage-1"
 
@@ -117,6 +128,7 @@ class FeedParams:
                             high_pins=settings.feed_walk_high_pins),
             deadline_s=settings.feed_ranker_deadline_ms / 1000, seed=settings.feed_seed,
             preference_pins=2 * settings.feed_size,
+            embedding_shortlist=settings.feed_embedding_shortlist,
         )
 
 
@@ -244,9 +256,8 @@ class FeedComputer:
             walks = random_walks(graph, query, list(hood.pins.query.values()), params.walk,
                                  walk_seed(params.seed, user_id), deadline=deadline, clock=self.clock)
             timings["walk"] = self.clock() - started - timings["candidates"]
-            # Pins neither shown nor visited weigh nothing in the pooling: no cosine needed.
-            needed = np.flatnonzero(found.eligible | (walks.visits > 0))
-            sims, has_embedding = self._cosine(graph.pin_ids, needed, taste)
+            sims, has_embedding = self._cosine(graph.pin_ids, self._shortlist(found, walks, similar),
+                                               taste)
             if self.clock() > deadline:
                 raise RankerDeadlineExceeded("scoring finished past the deadline")
         except RankerDeadlineExceeded as exc:
@@ -257,6 +268,32 @@ class FeedComputer:
         items = top_items(scored, found.eligible, size, graph=graph, walks=walks, similar=similar)
         timings["score"] = self.clock() - started - timings["candidates"] - timings["walk"]
         return items, count, [] if sims is not None else [Fallback.NO_EMBEDDINGS], timings
+
+    def _shortlist(self, found: Candidates, walks: WalkResult, similar: Collection[str]) -> IntArray:
+        """The pins worth an embedding: the best candidates or visited pins by walks and
+        co-engagement (pins neither shown nor visited weigh nothing in the pooling), and the
+        ANN candidates, which the walks rarely reach."""
+        if self.embeddings is None:
+            return np.zeros(0, dtype=np.int64)
+        graph = found.graph
+        preliminary = combine(graph, walks, found.cf, self.params.rank)
+        chosen = best(preliminary.score, found.eligible | (walks.visits > 0), self.params.embedding_shortlist)
+        extra = [graph.pin_index[p] for p in similar if p in graph.pin_index]
+        return np.union1d(chosen, np.asarray(extra, dtype=np.int64))
+
+    def taste_of(self, user_id: str) -> Vector | None:
+        """The user's taste vector now (engaged pins' embeddings by edge weight), or None: the
+        re-ranking hook of visual search; never raises for an unavailable store."""
+        if self.embeddings is None:
+            return None
+        try:
+            row = self.graph.neighbours(NodeType.USER, [user_id]).get(user_id, {})
+        except SinkError as exc:
+            log.warning("graph unavailable, no taste vector for %s: %s", user_id, exc)
+            return None
+        rank = self.params.rank
+        return self._taste(UserPins.of(row.get(NodeType.PIN, {}), rank.max_query_pins,
+                                       rank.min_engaged_weight).query)
 
     def _taste(self, query: Mapping[str, float]) -> Vector | None:
         if self.embeddings is None or not query:
@@ -277,6 +314,7 @@ class FeedComputer:
         except SinkError as exc:
             log.warning("embeddings unavailable, ranking by walks only: %s", exc)
             return None, None
+        FEED_EMBEDDED.observe(float(some_found.mean()) if some_found.size else 0.0)
         if not some_found.any():
             return None, None
         sims, found = np.zeros(len(pin_ids)), np.zeros(len(pin_ids), dtype=bool)

@@ -157,6 +157,8 @@ class Settings(BaseSettings):
                                      description="early stop: well-visited pins per query pin")
     feed_embedding_weight: float = Field(default=0.1, ge=0, le=1,
                                          description="share of the embedding score in the ranking")
+    feed_embedding_shortlist: int = Field(default=2000, ge=1, le=100_000,
+                                          description="best pins by walks whose embeddings are scored")
     feed_ranker_deadline_ms: float = Field(default=100.0, gt=0, le=10_000,
                                            description="ranking deadline; then co-engagement scores")
     feed_seed: int = Field(default=0, description="seed of the random walks (same seed, same feed)")
