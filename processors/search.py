@@ -141,7 +141,8 @@ class VisualSearch:
                                min_score=self.settings.search_min_cosine)
         timings["ann"] = (time.perf_counter() - mark) * 1000
         SEARCH_SECONDS.labels("ann").observe(timings["ann"] / 1000)
-        ranked, how = self._rerank([(h.pin_id, h.score) for h in hits], user_id)
+        # Off the event loop: the taste vector and the hits' embeddings are store reads.
+        ranked, how = await asyncio.to_thread(self._rerank, [(h.pin_id, h.score) for h in hits], user_id)
         ranked = ranked[:k]
         response = SearchResponse([], self.model_version, None, how, timings, len(hits))
         await self._attach_metadata(response, ranked, timings)
