@@ -11,6 +11,7 @@
     ├── DeliveryError          Kafka did not acknowledge a record (carries the broker's error)
     ├── SinkError              a store write failed (carries `dependency`, `retry_after`)
     └── ProcessingError        a processor could not handle a record (carries `stage`)
+        └── RedriveRefused     a reconciliation record no retry can re-drive (carries `reason`)
 
 Library errors are translated at the boundary with ``raise ... from exc`` so that callers only
 ever catch ours, and every error carries what is needed to recover or to report it.
@@ -100,3 +101,11 @@ class ProcessingError(PinstreamError):
         super().__init__(message)
         self.stage = stage
         self.reason = reason
+
+
+class RedriveRefused(ProcessingError):
+    """A reconciliation record that no retry can re-drive (no payload, an unknown stage, no source
+    position to stay idempotent by); it goes to the dead-letter topic at once, with `reason`."""
+
+    def __init__(self, message: str, *, stage: str, reason: str) -> None:
+        super().__init__(message, stage=stage, reason=reason)

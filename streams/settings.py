@@ -167,6 +167,22 @@ class Settings(BaseSettings):
     trending_max_pins: int = Field(default=10_000, ge=10, le=10_000_000,
                                    description="pins kept in the trending set")
 
+    # Reconciler: re-drives failed side effects from ops.reconciliation.v1
+    reconcile_group_id: str = Field(default="pinstream-reconciler",
+                                    description="consumer group of the reconciler (after topic_prefix)")
+    reconcile_max_attempts: int = Field(default=8, ge=1, le=1000,
+                                        description="re-drives of one record before it is dead-lettered")
+    reconcile_backoff_base_s: float = Field(default=1.0, gt=0, le=3600,
+                                            description="first retry waits up to this long (full jitter)")
+    reconcile_backoff_cap_s: float = Field(default=300.0, gt=0, le=86_400,
+                                           description="no retry waits longer than this")
+    reconcile_breaker_failures: int = Field(default=5, ge=1, le=10_000,
+                                            description="consecutive failures that open a dependency's breaker")
+    reconcile_breaker_open_s: float = Field(default=30.0, gt=0, le=3600,
+                                            description="an open breaker waits this long, then lets one probe through")
+    reconcile_max_buffered: int = Field(default=1000, ge=1, le=1_000_000,
+                                        description="records held per partition before it is paused")
+
     @field_validator("bootstrap_servers")
     @classmethod
     def _servers_not_empty(cls, value: str) -> str:

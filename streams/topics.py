@@ -76,3 +76,10 @@ HEADER_DLQ_SOURCE = "pinstream.dlq.source"  # "<topic>/<partition>/<offset>"
 # On a PinEmbedding: Kafka timestamp (ms) of the pins.created record it came from, so the index
 # can measure publish -> searchable.
 HEADER_SOURCE_TIMESTAMP = "pinstream.source.timestamp_ms"
+# On a redriven dead letter: "<topic>/<partition>/<offset>" of the dead letter it re-publishes.
+HEADER_DLQ_REDRIVE_OF = "pinstream.dlq.redrive_of"
+# On a reconciler dead letter: every attempt (JSON list of {attempt, at, dependency, error}), and
+# the stage and dependency of the failed side effect.
+HEADER_RECONCILE_HISTORY = "pinstream.reconcile.history"
+HEADER_RECONCILE_STAGE = "pinstream.reconcile.stage"
+HEADER_RECONCILE_DEPENDENCY = "pinstream.reconcile.dependency"

@@ -24,6 +24,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("streams.cli.worker:worker", "Run the stream processors and the web views."),
     "search": ("streams.cli.search:search", "Visual search: the pins that look like an image."),
     "feed": ("streams.cli.feed:feed", "A user's ranked home feed from a running worker."),
+    "reconcile": ("streams.cli.reconcile:reconcile", "Re-drive failed side effects; pending and failed counts."),
+    "dlq": ("streams.cli.dlq:dlq", "List, show and redrive dead letters."),
     "verify": ("streams.cli.verify:verify", "Check the pipeline's invariants (lost, double-counted)."),
 }
 
