@@ -47,6 +47,16 @@ def raw_record(msg: Message) -> RawRecord:
     )
 
 
+def decode_record(codec: AvroCodec, raw: RawRecord) -> ConsumedRecord:
+    """The decoded view of a raw record; a ContractError with its reason when it does not decode
+    (a tombstone included): what the consumer hands to its dead-letter handler."""
+    if raw.value is None:
+        raise ContractError("tombstone (null value) on a contract topic", reason="null_value")
+    event = codec.decode_event(raw.value)
+    return ConsumedRecord(raw.topic, raw.partition, raw.offset, raw.timestamp_ms, raw.key,
+                          raw.headers, event)
+
+
 class EventConsumer:
     """Reads contract events from topics as `ConsumedRecord`s, committing only when told."""
 
@@ -118,9 +128,7 @@ class EventConsumer:
     def _decode(self, msg: Message) -> ConsumedRecord | None:
         raw = raw_record(msg)
         try:
-            event = self.codec.decode_event(raw.value) if raw.value is not None else None
-            if event is None:
-                raise ContractError("tombstone (null value) on a contract topic", reason="null_value")
+            record = decode_record(self.codec, raw)
         except ContractError as exc:
             self.rejected += 1
             metrics.DECODE_ERRORS.labels(raw.topic, exc.reason).inc()
@@ -133,8 +141,7 @@ class EventConsumer:
             counter = self._consumed_metric[raw.topic] = metrics.CONSUMED.labels(raw.topic)
         counter.inc()
         self._handed[(raw.topic, raw.partition)] = raw.offset
-        return ConsumedRecord(raw.topic, raw.partition, raw.offset, raw.timestamp_ms, raw.key,
-                              raw.headers, event)
+        return record
 
     def __iter__(self) -> Iterator[ConsumedRecord]:
         return self.iter()

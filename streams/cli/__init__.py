@@ -27,6 +27,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "reconcile": ("streams.cli.reconcile:reconcile", "Re-drive failed side effects; pending and failed counts."),
     "dlq": ("streams.cli.dlq:dlq", "List, show and redrive dead letters."),
     "verify": ("streams.cli.verify:verify", "Check the pipeline's invariants (lost, double-counted)."),
+    "load": ("streams.cli.load:load", "Load campaign: sustained rate, 3x spike, memory, lag and pools."),
+    "fuzz": ("streams.cli.fuzz:fuzz", "Bad-input campaign: fuzz every decoder, JSONL, images, dead letters."),
 }
 
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import io
 import ipaddress
-import struct
 import subprocess
 import sys
 import threading
 import time
 import warnings
-import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,6 +27,7 @@ from processors.images import (
     load_image_bytes,
 )
 from streams.blobs import BlobStore
+from streams.campaigns.strategies import png_with_size
 from streams.errors import ProcessingError
 from streams.events import PinCreated
 from streams.settings import Settings
@@ -40,19 +39,6 @@ def encode(image: Image.Image, fmt: str, **params: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **params)
     return buffer.getvalue()
-
-
-def png_with_size(width: int, height: int) -> bytes:
-    """A valid PNG header claiming `width` x `height` RGB pixels, with a tiny IDAT: a
-    decompression bomb's header, built without allocating its pixels.
-    """
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 4096, 9)) + chunk(b"IEND", b""))
 
 
 def reason_of(data: bytes, limits: ImageLimits = LIMITS) -> str:
