@@ -115,13 +115,15 @@ class InteractionStage:
                     continue
                 # Applied in memory, not yet stored: the rows stay dirty and are written by the
                 # next successful flush; the records are handed to the reconciler meanwhile
-                # (re-applying them is idempotent by the rows' applied offsets).
+                # (re-applying them is idempotent by the rows' applied offsets, which holds only
+                # if one source partition's events are re-applied in their order: hence keyed by
+                # source partition, so they share a reconciliation partition).
                 by_position = {(r.topic, r.partition, r.offset): r for r in records}
                 for record in consumed:
                     raw = by_position[(record.topic, record.partition, record.offset)]
                     self.emitter.report(exc, stage=Stage.GRAPH, entity_type="event",
                                         entity_id=str(record.value.event_id), payload=raw.value,
-                                        source=record)
+                                        source=record, key=f"{record.topic}/{record.partition}")
                 report.reconciliations += len(consumed)
         return None
 

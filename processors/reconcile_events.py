@@ -113,8 +113,10 @@ class ReconciliationEmitter:
         self._producer = producer
         self._secrets = tuple(secrets)
 
-    def emit(self, record: Reconciliation) -> None:
-        self._producer.send_event(RECONCILIATION, record.entity_id, record)
+    def emit(self, record: Reconciliation, *, key: str | None = None) -> None:
+        """Send `record` keyed by its entity id, or by `key`: records that must be re-driven in
+        one order (a source partition's graph events) share a key, hence a partition."""
+        self._producer.send_event(RECONCILIATION, key or record.entity_id, record)
         RECONCILIATIONS_EMITTED.labels(str(record.stage), record.dependency).inc()
         log.warning("reconciliation: %s %s %s failed (attempt %d, %s): %s", record.stage,
                     record.entity_type, record.entity_id, record.attempt, record.dependency,
@@ -122,10 +124,10 @@ class ReconciliationEmitter:
 
     def report(self, error: SinkError | ProcessingError, *, stage: Stage, entity_type: str,
                entity_id: str, payload: bytes | None, source: ConsumedRecord | None = None,
-               dependency: str | None = None) -> Reconciliation:
+               dependency: str | None = None, key: str | None = None) -> Reconciliation:
         """Build the first-attempt record of `error` and emit it; returns what was sent."""
         record = build_reconciliation(error, stage=stage, entity_type=entity_type, entity_id=entity_id,
                                       payload=payload, source=source, dependency=dependency,
                                       secrets=self._secrets)
-        self.emit(record)
+        self.emit(record, key=key)
         return record

@@ -391,3 +391,16 @@ def test_feed_re_drive_rewrites_the_feed_and_fails_while_redis_is_down() -> None
     assert asyncio.run(redriver.redrive(record)) is Outcome.DONE  # twice: the same feed, replaced whole
     assert [i.pin_id for i in cache.feeds["u1"]] == ["p1"]
     assert [(topic, key) for topic, key, _ in producer.sent] == [(FEEDS_UPDATED.name, "u1")] * 2
+
+
+def test_graph_records_of_one_source_partition_share_a_key_hence_an_order() -> None:
+    from processors.reconcile_events import ReconciliationEmitter
+
+    producer = FakeProducer()
+    emitter = ReconciliationEmitter(producer)
+    for offset in range(3):
+        event = interaction("u1", f"p{offset}", "save")
+        emitter.report(hbase_down(), stage=Stage.GRAPH, entity_type="event", entity_id=str(event.event_id),
+                       payload=CODEC.encode_event(event), key="pins.interactions.v1/4")
+    emitter.report(hbase_down(), stage=Stage.FEED, entity_type="user", entity_id="u1", payload=None)
+    assert [key for _, key, _ in producer.sent] == ["pins.interactions.v1/4"] * 3 + ["u1"]
