@@ -6,10 +6,13 @@ coalesced feed refreshes (at most one per user per interval) published as FeedUp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from prometheus_client import Histogram
 
 from processors.feed import FeedResult, FeedService
 from processors.graph import GraphBatch, GraphEvent, GraphProcessor, graph_inputs
@@ -20,12 +23,18 @@ from streams.codec import AvroCodec
 from streams.deadletter import DeadLetterWriter, RawRecord
 from streams.errors import ContractError, DeliveryError, SinkError
 from streams.events import ConsumedRecord, InteractionAction, PinInteraction, Stage
+from streams.metrics import REGISTRY
 from streams.producer import EventProducer
-from streams.topics import FEEDS_UPDATED, GRAPH_EDGES
+from streams.topics import FEEDS_UPDATED, GRAPH_EDGES, HEADER_SOURCE_TIMESTAMP
 
 log = logging.getLogger(__name__)
 
 _STORE_RETRIES = 3
+FEED_REFRESH_LAG = Histogram(
+    "pinstream_feed_refresh_lag_seconds",
+    "From the oldest interaction a feed refresh covers (its Kafka timestamp) to the feed in Redis.",
+    buckets=(0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=REGISTRY,
+)
 _SETTLE_TIMEOUT_S = 60.0
 
 
@@ -42,21 +51,30 @@ class InteractionReport:
 
 @dataclass
 class RefreshPlan:
-    """Users whose feed must be recomputed, and when each was last refreshed (coalescing)."""
+    """Users whose feed must be recomputed, each with the Kafka timestamp (ms) of the oldest
+    interaction not yet in their feed (None if unknown), and when each was last refreshed."""
 
     interval_s: float
-    dirty: set[str] = field(default_factory=set)
+    dirty: dict[str, int | None] = field(default_factory=dict)
     last: dict[str, float] = field(default_factory=dict)
 
-    def due(self, now: float, limit: int) -> list[str]:
+    def mark(self, user_id: str, timestamp_ms: int | None) -> None:
+        if user_id not in self.dirty:
+            self.dirty[user_id] = timestamp_ms
+        elif timestamp_ms is not None:
+            oldest = self.dirty[user_id]
+            self.dirty[user_id] = timestamp_ms if oldest is None else min(oldest, timestamp_ms)
+
+    def due(self, now: float, limit: int) -> dict[str, int | None]:
+        """The users to refresh now (at most `limit`), each with its oldest pending timestamp."""
         ready = [u for u in self.dirty if now - self.last.get(u, 0.0) >= self.interval_s][:limit]
+        taken = {user: self.dirty.pop(user) for user in ready}
         for user in ready:
-            self.dirty.discard(user)
             self.last[user] = now
         if len(self.last) > 100_000:  # bounded: forget the oldest refresh times
             for user, _ in sorted(self.last.items(), key=lambda kv: kv[1])[:50_000]:
                 del self.last[user]
-        return ready
+        return taken
 
 
 class InteractionStage:
@@ -73,6 +91,7 @@ class InteractionStage:
         self.codec = codec
         self.dead_letters = DeadLetterWriter(producer)
         self.plan = RefreshPlan(refresh_interval_s)
+        self.woken = asyncio.Event()
 
     async def process(self, records: Sequence[RawRecord]) -> InteractionReport:
         report = InteractionReport(received=len(records))
@@ -95,9 +114,13 @@ class InteractionStage:
             report.deltas = len(batch.deltas)
         interactions = [e for e in events if isinstance(e, PinInteraction)]
         await self._update_cache(interactions, report)
-        self.plan.dirty.update(e.user_id for e in interactions)
+        for item in consumed:
+            if isinstance(item.value, PinInteraction):
+                self.plan.mark(item.value.user_id, item.timestamp_ms)
         report.dirty_users = len(self.plan.dirty)
         await self._settle()
+        if self.plan.dirty:
+            self.woken.set()
         return report
 
     async def _apply_graph(self, events: list[GraphEvent], positions: list[Position],
@@ -147,14 +170,29 @@ class InteractionStage:
                                     payload=self.codec.encode_event(hide), dependency="redis")
             report.reconciliations += len(hides)
 
+    async def refresh_when_woken(self, max_wait_s: float) -> list[FeedResult]:
+        """Wait for the next processed batch (or `max_wait_s`), then refresh the feeds due."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.woken.wait(), timeout=max_wait_s)
+        self.woken.clear()
+        return await self.refresh_due()
+
     async def refresh_due(self, limit: int = 500) -> list[FeedResult]:
         """Recompute the feeds that are due, publish FeedUpdated, reconcile the uncached ones."""
         users = self.plan.due(time.monotonic(), limit)
         if not users:
             return []
-        results = await asyncio.to_thread(self.feeds.refresh, users)
+        results = await asyncio.to_thread(self.feeds.refresh, list(users))
+        written_ms = time.time() * 1000
         for result in results:
-            self.producer.send_event(FEEDS_UPDATED, result.user_id, result.event())
+            since = users.get(result.user_id)
+            headers: list[tuple[str, bytes]] = []
+            if since is not None:
+                # Downstream (and `pinstream bench feed`) can tell how fresh the feed is.
+                headers.append((HEADER_SOURCE_TIMESTAMP, str(since).encode()))
+                if not result.needs_reconciliation:
+                    FEED_REFRESH_LAG.observe(max(0.0, written_ms - since) / 1000)
+            self.producer.send_event(FEEDS_UPDATED, result.user_id, result.event(), headers=headers)
             if result.needs_reconciliation and result.cache_error is not None:
                 self.emitter.report(result.cache_error, stage=Stage.FEED, entity_type="user",
                                     entity_id=result.user_id, payload=None, dependency="redis")

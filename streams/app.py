@@ -109,16 +109,22 @@ def create_app(settings: Settings) -> PinstreamApp:
     async def update_graph(stream: StreamT[Any]) -> None:
         assert isinstance(stream, Stream)
         # Acknowledged after the graph rows are stored (or reconciled) and the deltas published.
-        async for events in stream.take_events(2000, within=0.2):
+        async for events in stream.take_events(2000, within=settings.graph_batch_wait_ms / 1000):
             runtime = app.runtime
             if runtime is None:
                 raise RuntimeError("worker runtime not running")
             await runtime.interactions.process([raw_from_event(e) for e in events])
 
-    @app.timer(interval=max(settings.feed_refresh_interval_s / 2, 0.1))
+    @app.task
     async def refresh_feeds() -> None:
-        if app.runtime is not None:
-            await app.runtime.interactions.refresh_due()
+        # Woken by each interaction batch (feeds refreshed right after it, not at the next tick),
+        # and at least every half interval for users whose coalescing interval has passed since.
+        while True:
+            runtime = app.runtime
+            if runtime is None:
+                await asyncio.sleep(0.1)
+            else:
+                await runtime.interactions.refresh_when_woken(settings.feed_refresh_interval_s / 2)
 
     @app.timer(interval=15.0)
     async def watch_pools() -> None:

@@ -1,5 +1,6 @@
 """A `pinstream worker` in a child process on a private namespace (topic prefix, HBase table
-prefix, blob and index folders, web port): what benchmarks and integration tests run against.
+prefix, blob and index folders, web port), and a private Redis for it when it needs one: what
+benchmarks and integration tests run against.
 Entry-point support only: nothing in the pipeline imports it."""
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import httpx
 from confluent_kafka.admin import AdminClient
 
 from streams.admin import apply_topics
-from streams.errors import PinstreamError
+from streams.errors import PinstreamError, StackError
 from streams.settings import Settings, load_settings
+from streams.stack import redis as redis_stack
+from streams.stack.tools import require_tool
 from streams.topics import CATALOGUE
 
 READY_TIMEOUT_S = 180.0
@@ -31,6 +34,48 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class LocalRedis:
+    """A private redis-server on a free port (no persistence), which a test may stop and start
+    again on the same port while the stack's Redis stays up."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.dir = workdir / f"redis-{self.port}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        argv = redis_stack.command(require_tool("redis-server"), str(self.dir), self.port)
+        self.process = subprocess.Popen(argv, stdout=(self.dir / "redis.log").open("ab"),
+                                        stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                redis_stack.probe(self.url)
+                return
+            except StackError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+    def __enter__(self) -> LocalRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class LocalWorker:

@@ -104,6 +104,8 @@ class Settings(BaseSettings):
 
     feed_refresh_interval_s: float = Field(default=1.0, gt=0, le=3600,
                                            description="at most one feed recompute per user per interval")
+    graph_batch_wait_ms: float = Field(default=50.0, gt=0, le=10_000,
+                                       description="longest an interaction batch waits to fill")
 
     # Visual search and the worker's web server
     search_shortlist: int = Field(default=1000, ge=1, le=10_000,

@@ -447,3 +447,56 @@ def feed_quality(users: int, pins: int, days: int, sessions: float, held_out: in
                                           "latency_at_scale": latency.to_json() if latency else None}
     path = write_json(out or default_result_path("feed-quality"), payload)
     screen.print(f"wrote {path}")
+
+
+@bench.command("feed")
+@click.option("--rates", default="1000,5000", show_default=True,
+              help="Sustained interaction rates (per second), comma-separated, one phase each.")
+@click.option("--duration", type=click.FloatRange(min=1), default=20.0, show_default=True,
+              help="Seconds of sending per rate.")
+@click.option("--users", type=click.IntRange(min=10), default=2000, show_default=True,
+              help="Users of the planted-interest workload (pins: 5 per user).")
+@click.option("--warmup", type=click.IntRange(min=0), default=20_000, show_default=True,
+              help="Interactions sent first, as fast as possible, to build the graph.")
+@click.option("--reads", type=click.IntRange(min=10), default=1000, show_default=True,
+              help="Feed reads per read path, after the rate phases.")
+@click.option("--refresh-interval", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+              help="The worker's feed_refresh_interval_s (coalescing per user).")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("bench/cache/feed"),
+              show_default=True, help="Private Redis, blobs, index and log of the bench's worker.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON result file  [default: bench/results/feed-<date>.json]")
+@reports_errors
+def feed(rates: str, duration: float, users: int, warmup: int, reads: int, refresh_interval: float,
+         seed: int, workdir: Path, out: Path | None) -> None:
+    """Interaction -> feed refreshed in Redis p50/p99 at sustained rates, and feed read p99, beside
+    bare confluent-kafka produce->consume and bare redis ZREVRANGE."""
+    from streams.bench.feed import GOAL_P99_S, READ_COLUMNS, REFRESH_COLUMNS, result_rows, run_feed_bench
+    from streams.bench.report import default_result_path, print_table, write_json
+
+    try:
+        wanted = [float(r) for r in rates.split(",") if r.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{rates!r} is not a comma-separated list of numbers",
+                                 param_hint="--rates") from None
+    if not wanted or min(wanted) <= 0:
+        raise click.BadParameter("give at least one positive rate", param_hint="--rates")
+    screen = console()
+    with screen.status("preparing...") as status:
+        result = run_feed_bench(workdir, rates=wanted, duration_s=duration, users=users, warmup=warmup,
+                                reads=reads, seed=seed, refresh_interval_s=refresh_interval,
+                                progress=status.update)
+    command = (f"pinstream bench feed --rates {rates} --duration {duration:g} --users {users} --warmup "
+               f"{warmup} --reads {reads} --refresh-interval {refresh_interval:g} --seed {seed}")
+    refresh, read = result_rows(result)
+    load = ", ".join(f"{one[0]:.1f}" for one in result.load)
+    print_table(screen, "Interaction -> feed refreshed in Redis (per refresh, its oldest interaction)",
+                REFRESH_COLUMNS, refresh, caption=f"{command}\nload average (1 min) through the run: {load}")
+    print_table(screen, "Feed reads (cached feeds, interleaved)", READ_COLUMNS, read)
+    for phase in result.phases:
+        p99 = phase.to_json()["refresh_latency_s"].get("p99", float("inf"))
+        screen.print(f"{phase.rate:,.0f}/s: refresh p99 {p99 * 1000:,.0f} ms "
+                     f"({'meets' if p99 < GOAL_P99_S else 'MISSES'} < {GOAL_P99_S * 1000:.0f} ms)")
+    path = write_json(out or default_result_path("feed"), result.to_json(command))
+    screen.print(f"wrote {path}")

@@ -13,11 +13,11 @@ PORT = 6379
 URL = f"redis://127.0.0.1:{PORT}/0"
 
 
-def command(redis_server: str, data_dir: str) -> tuple[str, ...]:
+def command(redis_server: str, data_dir: str, port: int = PORT) -> tuple[str, ...]:
     return (
         redis_server,
         "--port",
-        str(PORT),
+        str(port),
         "--bind",
         "127.0.0.1",
         "--save",

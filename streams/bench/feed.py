@@ -1,0 +1,327 @@
+"""`pinstream bench feed`: interaction -> feed refreshed in Redis latency through a real worker at
+sustained interaction rates, and feed read latency (HTTP and the Redis read), each beside the bare
+library doing the same work in the same run (confluent-kafka produce -> consume, redis ZREVRANGE).
+
+The worker stamps each FeedUpdated with the Kafka timestamp of the oldest interaction the refresh
+covers (`HEADER_SOURCE_TIMESTAMP`), and publishes it after the feed is in Redis: the FeedUpdated
+record's own timestamp minus that stamp is the refresh latency of the longest-waiting interaction.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from sinks.redis import FeedCache
+from streams.bench.graph import interaction_event
+from streams.bench.report import code_revision, machine_info, percentile, timed
+from streams.consumer import raw_record
+from streams.errors import PinstreamError
+from streams.events import PinInteraction
+from streams.localworker import LocalRedis, LocalWorker
+from streams.offsets import partitions_of, plain_consumer
+from streams.producer import EventProducer
+from streams.topics import FEEDS_UPDATED, HEADER_SOURCE_TIMESTAMP, PINS_INTERACTIONS
+from streams.workload.population import build_world
+from streams.workload.records import InteractionRecord
+from streams.workload.sessions import iter_interactions
+
+GOAL_P99_S = 0.150
+READ_PATHS = ("GET /feed/{user}", "FeedCache.read_feed", "bare redis ZREVRANGE")
+START = datetime(2026, 1, 5, tzinfo=UTC)
+Progress = Callable[[str], None]
+_QUIET_S = 3.0  # no FeedUpdated for this long: the worker has caught up
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    """p50/p99/max and the count of a list of seconds (empty: only the count)."""
+    if not values:
+        return {"count": 0.0}
+    return {"p50": percentile(values, 50), "p99": percentile(values, 99), "max": max(values),
+            "count": float(len(values))}
+
+
+@dataclass
+class RatePhase:
+    """One sustained rate: what was sent, the refresh latencies seen, how long the worker took to
+    catch up after the last interaction, and the bare produce -> consume latency at that rate."""
+
+    rate: float
+    duration_s: float
+    sent: int = 0
+    achieved_rate: float = 0.0
+    refresh_s: list[float] = field(default_factory=list)
+    users_refreshed: int = 0
+    drain_s: float = 0.0
+    fallbacks: dict[str, int] = field(default_factory=dict)
+    bare_kafka_s: list[float] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rate": self.rate, "duration_s": self.duration_s, "sent": self.sent,
+                "achieved_rate": self.achieved_rate, "refresh_latency_s": summary(self.refresh_s),
+                "users_refreshed": self.users_refreshed, "drain_s": self.drain_s,
+                "fallbacks": self.fallbacks, "bare_kafka_latency_s": summary(self.bare_kafka_s)}
+
+
+@dataclass
+class FeedBenchResult:
+    phases: list[RatePhase] = field(default_factory=list)
+    reads: dict[str, list[float]] = field(default_factory=dict)  # path -> seconds per read
+    warmup: int = 0
+    users: int = 0
+    load: list[tuple[float, float, float]] = field(default_factory=list)
+
+    def to_json(self, command: str) -> dict[str, Any]:
+        return {"bench": "feed", "command": command, "commit": code_revision(),
+                "goal_p99_s": GOAL_P99_S, "warmup_interactions": self.warmup, "users": self.users,
+                "phases": [p.to_json() for p in self.phases],
+                "reads_s": {path: summary(v) for path, v in self.reads.items()},
+                "load_average": self.load,
+                "machine": machine_info(["confluent-kafka", "redis", "happybase", "faust-streaming"])}
+
+
+def workload(count: int, users: int, seed: int) -> Iterator[InteractionRecord]:
+    """The planted-interest workload, in event-time order (sessions arrive as bursts)."""
+    world = build_world(seed, users=users, pins=max(500, users * 5), clusters=16)
+    yield from iter_interactions(world, start=START, days=7, sessions_per_user=count / users / 10)
+
+
+def paced(count: int, rate: float) -> Iterator[int]:
+    """Yields 0..count-1, each no earlier than start + i/rate (open loop: a slow consumer of the
+    records never slows the sending down)."""
+    started = time.monotonic()
+    for i in range(count):
+        delay = started + i / rate - time.monotonic()
+        if delay > 0.001:
+            time.sleep(delay)
+        yield i
+
+
+class FeedFollower:
+    """Follows feeds.updated.v1 from its end in a thread: refresh latency per FeedUpdated."""
+
+    def __init__(self, worker: LocalWorker) -> None:
+        self.records: list[tuple[float, float, str, tuple[str, ...]]] = []  # arrival, latency, user
+        self.last_arrival = time.monotonic()
+        settings = worker.settings
+        topic = settings.topic(FEEDS_UPDATED.name)
+        self._codec_settings = settings
+        self._consumer = plain_consumer(settings, "bench-feed")
+        ends = [self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in partitions_of(self._consumer, topic)]
+        self._consumer.assign([TopicPartition(topic, p, end) for p, end in enumerate(ends)])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from streams.registry import build_codec
+
+        codec = build_codec(self._codec_settings)
+        while not self._stop.is_set():
+            for msg in self._consumer.consume(500, 0.1):
+                if msg.error() is not None:
+                    continue
+                record = raw_record(msg)
+                stamp = dict(record.headers).get(HEADER_SOURCE_TIMESTAMP)
+                if stamp is None or record.timestamp_ms is None or record.value is None:
+                    continue
+                event = codec.decode_event(record.value)
+                fallbacks = tuple(str(f) for f in getattr(event, "fallbacks", ()))
+                self.records.append((time.monotonic(), (record.timestamp_ms - int(stamp)) / 1000,
+                                     getattr(event, "user_id", ""), fallbacks))
+                self.last_arrival = time.monotonic()
+
+    def wait_quiet(self, cap_s: float) -> float:
+        """Seconds until no FeedUpdated came for `_QUIET_S` (at most `cap_s`)."""
+        started = time.monotonic()
+        while time.monotonic() - started < cap_s:
+            if time.monotonic() - max(self.last_arrival, started) > _QUIET_S:
+                break
+            time.sleep(0.2)
+        return max(0.0, min(self.last_arrival, time.monotonic()) - started)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._consumer.close()
+
+
+def send(producer: EventProducer, records: Iterator[InteractionRecord], count: int, rate: float) -> int:
+    """Publish `count` interactions at `rate`/s, event time now; returns how many were sent."""
+    sent = 0
+    for _ in paced(count, rate):
+        record = next(records, None)
+        if record is None:
+            break
+        event = interaction_event(record)
+        event = PinInteraction(user_id=event.user_id, pin_id=event.pin_id, action=event.action,
+                               session_id=event.session_id, board_id=event.board_id)
+        producer.send_event(PINS_INTERACTIONS, event.user_id, event)
+        producer.poll(0)
+        sent += 1
+    producer.flush(60)
+    return sent
+
+
+def bare_kafka_latency(worker: LocalWorker, rate: float, count: int) -> list[float]:
+    """Produce -> consume seconds of `count` small records at `rate`/s through a bare
+    confluent-kafka producer and consumer on a private one-partition topic."""
+    settings = worker.settings
+    topic = f"{settings.topic_prefix}bench.feed.bare.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient(settings.kafka_common())
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    consumer = Consumer(settings.kafka_common() | {"group.id": f"bare-{uuid.uuid4()}",
+                                                   "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    producer = Producer(settings.kafka_common() | {"linger.ms": settings.producer_linger_ms,
+                                                   "acks": "all"})
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def consume() -> None:
+        while len(latencies) < count and not done.is_set():
+            msg = consumer.poll(0.1)  # one at a time: a batch call would wait for its batch
+            value = msg.value() if msg is not None and msg.error() is None else None
+            if value:
+                latencies.append(time.time() - struct.unpack("!d", value)[0])
+
+    # A first record, not timed, so that the consumer is fetching before the clock starts.
+    producer.produce(topic, b"")
+    producer.flush(30)
+    deadline = time.monotonic() + 30
+    while (msg := consumer.poll(1.0)) is None or msg.error() is not None:
+        if time.monotonic() > deadline:
+            raise PinstreamError(f"the bare consumer read nothing from {topic} in 30 s")
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    try:
+        for _ in paced(count, rate):
+            producer.produce(topic, struct.pack("!d", time.time()))
+            producer.poll(0)
+        producer.flush(30)
+        reader.join(30)
+    finally:
+        done.set()
+        reader.join(5)
+        consumer.close()
+        admin.delete_topics([topic])[topic].result(30)
+    return latencies
+
+
+def time_reads(worker: LocalWorker, redis_url: str, users: Sequence[str],
+               reads: int) -> dict[str, list[float]]:
+    """Seconds per feed read of the same users three ways: GET /feed over HTTP (a kept-alive
+    connection), our Redis read (FeedCache.read_feed) and a bare ZREVRANGE WITHSCORES."""
+    cache = FeedCache.from_settings(worker.settings.model_copy(update={"redis_url": redis_url}))
+    bare = redis.Redis.from_url(redis_url)
+    out: dict[str, list[float]] = {path: [] for path in READ_PATHS}
+    try:
+        with httpx.Client(base_url=worker.url, timeout=30) as client:
+            client.get(f"/feed/{users[0]}")  # opens the connection
+            for i in range(reads):
+                user = users[i % len(users)]
+                calls: tuple[Callable[[], object], ...] = (
+                    partial(_http_read, client, user), partial(cache.read_feed, user),
+                    partial(bare.zrevrange, cache.feed_key(user), 0, -1, withscores=True))
+                # Interleaved, so that load from other processes falls on all three alike.
+                for path, call in zip(READ_PATHS, calls, strict=True):
+                    out[path].append(timed(call))
+    finally:
+        cache.close()
+        bare.close()
+    return out
+
+
+def _http_read(client: httpx.Client, user: str) -> None:
+    client.get(f"/feed/{user}").raise_for_status()
+
+
+def run_feed_bench(workdir: Path, *, rates: Sequence[float], duration_s: float, users: int, warmup: int,
+                   reads: int, seed: int, refresh_interval_s: float,
+                   progress: Progress = lambda _: None) -> FeedBenchResult:
+    result = FeedBenchResult(warmup=warmup, users=users)
+    result.load.append(os.getloadavg())
+    total = warmup + int(sum(rates) * duration_s) + 1000
+    records = workload(total, users, seed)
+    with LocalRedis(workdir) as private_redis:
+        worker = LocalWorker(workdir, redis_url=private_redis.url,
+                             feed_refresh_interval_s=refresh_interval_s)
+        progress("starting the worker...")
+        try:
+            worker.start()
+            follower = FeedFollower(worker)
+            producer = EventProducer(worker.settings)
+            progress(f"warm-up: {warmup:,} interactions...")
+            send(producer, records, warmup, 20_000)
+            follower.wait_quiet(300)
+            for rate in rates:
+                phase = RatePhase(rate, duration_s)
+                count = int(rate * duration_s)
+                progress(f"{rate:,.0f} interactions/s for {duration_s:g} s...")
+                before = len(follower.records)
+                started = time.monotonic()
+                phase.sent = send(producer, records, count, rate)
+                phase.achieved_rate = phase.sent / max(time.monotonic() - started, 1e-9)
+                phase.drain_s = follower.wait_quiet(300)
+                seen = follower.records[before:]
+                phase.refresh_s = [latency for _, latency, _, _ in seen]
+                phase.users_refreshed = len({user for _, _, user, _ in seen})
+                for _, _, _, fallbacks in seen:
+                    for name in fallbacks:
+                        phase.fallbacks[name] = phase.fallbacks.get(name, 0) + 1
+                progress(f"bare confluent-kafka at {rate:,.0f}/s...")
+                phase.bare_kafka_s = bare_kafka_latency(worker, rate, min(count, int(rate * 10)))
+                result.phases.append(phase)
+                result.load.append(os.getloadavg())
+            producer.close()
+            follower.close()
+            fed = sorted({user for _, _, user, _ in follower.records})
+            progress(f"feed reads ({reads} per path)...")
+            if fed:
+                result.reads = time_reads(worker, private_redis.url, fed[:200], reads)
+            result.load.append(os.getloadavg())
+        finally:
+            worker.stop()
+            worker.cleanup()
+    return result
+
+
+def result_rows(result: FeedBenchResult) -> tuple[list[list[str]], list[list[str]]]:
+    """(refresh rows, read rows) of the printed tables."""
+    def ms(values: dict[str, float], q: str) -> str:
+        return f"{values[q] * 1000:,.0f} ms" if q in values else "-"
+
+    refresh = []
+    for phase in result.phases:
+        ours, bare = summary(phase.refresh_s), summary(phase.bare_kafka_s)
+        ratio = f"{ours['p99'] / bare['p99']:.0f}x" if "p99" in ours and "p99" in bare else "-"
+        refresh.append([f"{phase.rate:,.0f}/s (sent {phase.achieved_rate:,.0f}/s)", ms(ours, "p50"),
+                        ms(ours, "p99"), ms(ours, "max"), f"{int(ours['count']):,}", f"{phase.drain_s:.1f} s",
+                        ms(bare, "p50"), ms(bare, "p99"), ratio])
+    reads = []
+    bare_reads = summary(result.reads.get("bare redis ZREVRANGE", []))
+    for path, values in result.reads.items():
+        stats = summary(values)
+        ratio = f"{stats['p99'] / bare_reads['p99']:.1f}x" if "p99" in stats and "p99" in bare_reads else "-"
+        reads.append([path, ms(stats, "p50"), ms(stats, "p99"), ms(stats, "max"), ratio])
+    return refresh, reads
+
+
+REFRESH_COLUMNS = ("rate", "refresh p50", "p99", "max", "refreshes", "drain", "bare kafka p50", "p99",
+                   "p99 vs bare")
+READ_COLUMNS = ("read path", "p50", "p99", "max", "p99 vs bare")

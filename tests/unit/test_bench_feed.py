@@ -1,0 +1,76 @@
+"""The pieces of `pinstream bench feed` without servers: open-loop pacing, summaries and table
+rows, the workload, the refresh plan's oldest-pending timestamps, and the command's arguments."""
+
+from __future__ import annotations
+
+import time
+from itertools import islice
+
+import pytest
+from click.testing import CliRunner
+
+from processors.interactions import RefreshPlan
+from streams.bench.feed import (
+    READ_PATHS,
+    FeedBenchResult,
+    RatePhase,
+    paced,
+    result_rows,
+    summary,
+    workload,
+)
+from streams.cli import cli
+
+
+def test_pacing_is_open_loop_at_the_asked_rate() -> None:
+    started = time.monotonic()
+    sent = list(paced(50, 500.0))
+    elapsed = time.monotonic() - started
+    assert sent == list(range(50))
+    assert 49 / 500 - 0.01 <= elapsed < 1.0
+
+
+def test_summaries_and_rows_put_ours_beside_the_bare_ceiling() -> None:
+    assert summary([]) == {"count": 0.0}
+    stats = summary([0.1] * 99 + [1.0])
+    assert stats["p50"] == pytest.approx(0.1) and stats["max"] == 1.0 and stats["count"] == 100
+    phase = RatePhase(1000.0, 10.0, sent=10_000, achieved_rate=998.0, refresh_s=[0.05, 0.2, 0.3],
+                      bare_kafka_s=[0.01, 0.01, 0.03], drain_s=1.5)
+    result = FeedBenchResult(phases=[phase], reads={READ_PATHS[0]: [0.004, 0.006],
+                                                    READ_PATHS[2]: [0.001, 0.002]})
+    refresh, reads = result_rows(result)
+    assert refresh[0][0] == "1,000/s (sent 998/s)"
+    assert refresh[0][2] == "298 ms" and refresh[0][-1] == "10x"  # p99 0.298 s vs 0.0298 s
+    assert reads[0][0] == READ_PATHS[0] and reads[0][-1] == "3.0x"
+    assert reads[1][-1] == "1.0x"
+    payload = result.to_json("pinstream bench feed")
+    assert payload["phases"][0]["refresh_latency_s"]["count"] == 3
+    assert payload["reads_s"][READ_PATHS[2]]["max"] == 0.002
+
+
+def test_the_workload_comes_in_session_bursts_of_known_users() -> None:
+    records = list(islice(workload(2000, 50, seed=3), 2000))
+    assert len(records) == 2000
+    assert len({r.user_id for r in records}) <= 50
+    times = [r.event_time_ms for r in records]
+    assert times == sorted(times)
+
+
+def test_the_refresh_plan_keeps_each_users_oldest_pending_timestamp() -> None:
+    plan = RefreshPlan(interval_s=1.0)
+    plan.mark("u1", 200)
+    plan.mark("u1", 100)
+    plan.mark("u1", 300)
+    plan.mark("u2", None)
+    plan.mark("u2", 50)
+    assert plan.due(now=10.0, limit=10) == {"u1": 100, "u2": 50}
+    plan.mark("u1", 400)
+    assert plan.due(now=10.5, limit=10) == {}  # refreshed 0.5 s ago: coalesced
+    assert plan.due(now=11.0, limit=10) == {"u1": 400}
+
+
+@pytest.mark.parametrize("rates", ["x", "0", ","])
+def test_bad_rates_are_refused_before_anything_starts(rates: str) -> None:
+    result = CliRunner().invoke(cli, ["bench", "feed", "--rates", rates])
+    assert result.exit_code == 2
+    assert "--rates" in result.output
