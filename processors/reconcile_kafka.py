@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
@@ -16,7 +17,6 @@ from processors.reconcile import Partition, Reconciler
 from streams.consumer import raw_record
 from streams.deadletter import RawRecord
 from streams.errors import DeliveryError, PinstreamError
-from streams.producer import EventProducer
 from streams.settings import Settings
 from streams.topics import RECONCILIATION
 
@@ -30,6 +30,24 @@ _SETTLE_TIMEOUT_S = 60.0
 def reconciler_group(settings: Settings) -> str:
     """The reconciler's consumer group (namespaced by the topic prefix, like the worker's)."""
     return f"{settings.topic_prefix}{settings.reconcile_group_id}"
+
+
+class RecordSource(Protocol):
+    """What the loop needs of a consumer (ReconciliationSource on Kafka)."""
+
+    def fetch(self, timeout: float) -> list[RawRecord]: ...
+
+    def pause_only(self, full: set[Partition]) -> None: ...
+
+    def commit(self, offsets: dict[Partition, int]) -> None: ...
+
+
+class Outbound(Protocol):
+    """What the loop needs of the producer the re-drives and dead letters go through."""
+
+    failed: int
+
+    def flush(self, timeout: float = ...) -> int: ...
 
 
 class ReconciliationSource:
@@ -92,7 +110,7 @@ class RunReport:
     commits: int = 0
 
 
-async def settle(producer: EventProducer) -> None:
+async def settle(producer: Outbound) -> None:
     """Every record produced so far (dead letters, embeddings, deltas, feeds) acknowledged, or raise."""
     failed_before = producer.failed
     remaining = await asyncio.to_thread(producer.flush, _SETTLE_TIMEOUT_S)
@@ -101,7 +119,7 @@ async def settle(producer: EventProducer) -> None:
                             "failed: not committing", topic="*", key=None, retriable=True)
 
 
-async def run(reconciler: Reconciler, source: ReconciliationSource, producer: EventProducer, *,
+async def run(reconciler: Reconciler, source: RecordSource, producer: Outbound, *,
               stop: asyncio.Event, idle_exit_s: float | None = None) -> RunReport:
     """Fetch, re-drive what is due, commit what is finished; until `stop` is set, or (with
     `idle_exit_s`) once nothing is held and nothing new arrived for that long."""

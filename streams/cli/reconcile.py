@@ -48,8 +48,9 @@ def build(settings: Settings, seed: int | None) -> tuple[Any, Any, Any]:
 
     codec = build_codec(settings)
     producer = EventProducer(settings, codec=codec)
-    store = PinStore.from_settings(settings)
-    graph_store = GraphStore.from_settings(settings)
+    # The worker creates the tables; the reconciler must start (and wait) while HBase is down.
+    store = PinStore.from_settings(settings, create_tables=False)
+    graph_store = GraphStore.from_settings(settings, create_tables=False)
     cache = FeedCache.from_settings(settings)
     batchers: list[MicroBatcher[Any, Any]] = []
 

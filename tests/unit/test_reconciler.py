@@ -404,3 +404,73 @@ def test_graph_records_of_one_source_partition_share_a_key_hence_an_order() -> N
                        payload=CODEC.encode_event(event), key="pins.interactions.v1/4")
     emitter.report(hbase_down(), stage=Stage.FEED, entity_type="user", entity_id="u1", payload=None)
     assert [key for _, key, _ in producer.sent] == ["pins.interactions.v1/4"] * 3 + ["u1"]
+
+
+# --- the consumer loop: offsets are committed only once everything before them is acknowledged ---
+
+@dataclass
+class FakeSource:
+    batches: list[list[RawRecord]]
+    commits: list[dict[tuple[str, int], int]] = field(default_factory=list)
+    paused: list[set[tuple[str, int]]] = field(default_factory=list)
+
+    def fetch(self, timeout: float) -> list[RawRecord]:
+        return self.batches.pop(0) if self.batches else []
+
+    def pause_only(self, full: set[tuple[str, int]]) -> None:
+        self.paused.append(set(full))
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        self.commits.append(dict(offsets))
+
+
+@dataclass
+class FakeOutbound:
+    """A producer whose flush leaves records unacknowledged while `kafka_down`."""
+
+    kafka_down: bool = False
+    failed: int = 0
+
+    def flush(self, timeout: float = 30.0) -> int:
+        return 1 if self.kafka_down else 0
+
+
+def test_the_loop_commits_only_after_the_produced_records_are_acknowledged() -> None:
+    from processors.reconcile_kafka import run
+
+    redriver = FakeRedriver()
+    reconciler, _, _ = make(redriver)
+    outbound = FakeOutbound(kafka_down=True)
+    source = FakeSource([[raw(reconciliation("p1"), 0), raw(reconciliation("p2"), 1)]])
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.create_task(run(reconciler, source, outbound, stop=stop))
+        await asyncio.sleep(0.3)
+        assert redriver.applied and source.commits == []  # done, but not acknowledged: no commit
+        outbound.kafka_down = False
+        await asyncio.sleep(0.6)
+        stop.set()
+        await loop
+
+    asyncio.run(scenario())
+    assert source.commits == [{(TOPIC, 0): 2}]  # the kept offsets, committed once Kafka acknowledged
+
+
+def test_the_loop_stops_when_idle_and_pauses_full_partitions() -> None:
+    from processors.reconcile_kafka import run
+
+    reconciler, _, _ = make(FakeRedriver(failures={"p1": [hbase_down()] * 100}), buffered=2, delay=60.0)
+    source = FakeSource([[raw(reconciliation("p1"), 0), raw(reconciliation("p2"), 1)]])
+    stop = asyncio.Event()
+
+    async def scenario() -> None:
+        task = asyncio.create_task(run(reconciler, source, FakeOutbound(), stop=stop, idle_exit_s=0.2))
+        await asyncio.sleep(0.3)
+        assert not task.done()  # records are held: not idle
+        assert {(TOPIC, 0)} in source.paused
+        reconciler.forget([(TOPIC, 0)])
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+    assert source.commits == []
