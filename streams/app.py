@@ -75,10 +75,11 @@ class PinstreamApp(faust.App):
 
 
 def create_app(settings: Settings) -> PinstreamApp:
-    scheme = "kafka" if settings.security_protocol in ("PLAINTEXT", "SASL_PLAINTEXT") else "kafka+ssl"
+    # "kafka" names faust's transport; TLS and SASL travel in broker_credentials (there is no
+    # "kafka+ssl" transport: such a URL fails when the worker starts).
     app = PinstreamApp(
         settings, f"{settings.topic_prefix}pinstream-worker",
-        broker=[f"{scheme}://{server}" for server in settings.bootstrap_servers.split(",")],
+        broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=broker_credentials(settings),
         key_serializer="raw", value_serializer="raw",
         # Topics come from the catalogue (`pinstream topics apply`), never from a worker's guess.

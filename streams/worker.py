@@ -13,7 +13,7 @@ from typing import Any
 from PIL import Image
 
 from processors.batching import MicroBatcher
-from processors.embed import PinEmbedStage, make_batch_function
+from processors.embed import ImageDecoder, PinEmbedStage, make_batch_function
 from processors.feed import FeedComputer, FeedParams, FeedService
 from processors.feed_embeddings import LiveIndex
 from processors.graph import GraphConfig, GraphProcessor
@@ -63,8 +63,10 @@ class WorkerRuntime:
         store = PinStore.from_settings(settings)
         producer = EventProducer(settings, codec=codec)
         outbox = KafkaOutbox(producer, reconcile_to_kafka(producer, settings))
+        decoder = (ImageDecoder(blobs, settings, threads=settings.embed_decode_threads)
+                   if settings.embed_decode_threads else None)
         stage = PinEmbedStage(embedder=embedder, batcher=batcher, store=store, outbox=outbox,
-                              codec=codec)
+                              codec=codec, decoder=decoder)
         follower = IndexFollower(settings, embedder.model_version, EMBEDDING_DIM, codec=codec,
                                 model_id=embedder.model_id)
         interactions = build_interaction_stage(settings, producer, codec,
@@ -84,6 +86,8 @@ class WorkerRuntime:
 
     async def stop(self) -> None:
         await self.batcher.stop()
+        if self.stage.decoder is not None:
+            self.stage.decoder.close()
         await asyncio.to_thread(self.follower.stop)
         await asyncio.to_thread(self.producer.close)
         self.store.close()

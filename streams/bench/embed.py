@@ -122,12 +122,16 @@ def bare_e2e_pass(embedder: Any, jpegs: Sequence[bytes], batch: int) -> float:
 
 
 def processor_pass(embedder: Any, pins: Sequence[PinCreated], settings: Settings) -> float:
-    """Seconds for every pin through the worker's code: MicroBatcher + the stage's batch function."""
+    """Seconds for every pin through the worker's code: the decoder threads (as configured),
+    MicroBatcher and the stage's batch function."""
     from processors.batching import MicroBatcher
-    from processors.embed import make_batch_function
+    from processors.embed import ImageDecoder, embed_pin, make_batch_function
     from streams.blobs import BlobStore
 
-    run = make_batch_function(embedder, BlobStore(settings.blob_dir), settings)
+    blobs = BlobStore(settings.blob_dir)
+    run = make_batch_function(embedder, blobs, settings)
+    decoder = (ImageDecoder(blobs, settings, threads=settings.embed_decode_threads)
+               if settings.embed_decode_threads else None)
 
     async def main() -> float:
         batcher: MicroBatcher[PinCreated | Image.Image, Any] = MicroBatcher(
@@ -136,8 +140,10 @@ def processor_pass(embedder: Any, pins: Sequence[PinCreated], settings: Settings
             name="bench")
         async with batcher:
             started = time.perf_counter()
-            outcomes = await asyncio.gather(*(batcher.submit(pin) for pin in pins))
+            outcomes = await asyncio.gather(*(embed_pin(pin, batcher, decoder) for pin in pins))
             elapsed = time.perf_counter() - started
+        if decoder is not None:
+            decoder.close()
         if not all(isinstance(o, np.ndarray) for o in outcomes):
             raise RuntimeError("the processor path failed some images; the bench is void")
         return elapsed

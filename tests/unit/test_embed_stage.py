@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from processors.batching import MicroBatcher
-from processors.embed import PinEmbedStage, make_batch_function
+from processors.embed import ImageDecoder, PinEmbedStage, make_batch_function
 from streams.blobs import BlobStore
 from streams.codec import AvroCodec
 from streams.deadletter import RawRecord
@@ -100,7 +100,7 @@ def _pin(pin_id: str, **image: Any) -> PinCreated:
 
 
 def _run(tmp_path: Path, records_of: Any, *, embedder: FakeEmbedder | None = None,
-         store: FakeStore | None = None) -> tuple[Any, FakeStore, FakeOutbox]:
+         store: FakeStore | None = None, decode_threads: int = 0) -> tuple[Any, FakeStore, FakeOutbox]:
     settings = load_settings(blob_dir=tmp_path, metrics_port=0)
     blobs = BlobStore(tmp_path)
     codec = AvroCodec()
@@ -112,20 +112,30 @@ def _run(tmp_path: Path, records_of: Any, *, embedder: FakeEmbedder | None = Non
         batcher: MicroBatcher[PinCreated | Image.Image, Any] = MicroBatcher(
             make_batch_function(embedder, blobs, settings), max_batch=4, max_wait_ms=5)
         async with batcher:
+            decoder = ImageDecoder(blobs, settings, threads=decode_threads) if decode_threads else None
             stage = PinEmbedStage(embedder=embedder, batcher=batcher, store=store, outbox=outbox,
-                                  codec=codec)
-            return await stage.process(records_of(codec, blobs))
+                                  codec=codec, decoder=decoder)
+            try:
+                return await stage.process(records_of(codec, blobs))
+            finally:
+                if decoder is not None:
+                    decoder.close()
 
     return asyncio.run(main()), store, outbox
 
 
-def test_good_pins_are_embedded_stored_and_published(tmp_path: Path) -> None:
+# 0: images decoded in the batch thread; 2: decoded ahead by the stage's decoder threads.
+DECODING = pytest.mark.parametrize("decode_threads", [0, 2])
+
+
+@DECODING
+def test_good_pins_are_embedded_stored_and_published(tmp_path: Path, decode_threads: int) -> None:
     def records(codec: AvroCodec, blobs: BlobStore) -> list[RawRecord]:
         ref = blobs.put(_jpeg((200, 10, 10)))
         return [_record(codec, 0, _pin("p1", image_ref=ref)),
                 _record(codec, 1, _pin("p2", image_bytes=_jpeg((10, 200, 10))))]
 
-    report, store, outbox = _run(tmp_path, records)
+    report, store, outbox = _run(tmp_path, records, decode_threads=decode_threads)
     assert (report.received, report.embedded, report.stored) == (2, 2, 2)
     assert set(store.pins) == {"p1", "p2"} and set(store.embeddings) == {"p1", "p2"}
     assert [e.pin_id for e in outbox.embeddings] == ["p1", "p2"]
@@ -134,14 +144,16 @@ def test_good_pins_are_embedded_stored_and_published(tmp_path: Path) -> None:
     assert outbox.embeddings[0].model_version == "fake-1" and outbox.settled == 1
 
 
-def test_bad_images_are_dead_lettered_with_reason_and_stored_without_features(tmp_path: Path) -> None:
+@DECODING
+def test_bad_images_are_dead_lettered_with_reason_and_stored_without_features(
+        tmp_path: Path, decode_threads: int) -> None:
     def records(codec: AvroCodec, blobs: BlobStore) -> list[RawRecord]:
         return [_record(codec, 0, _pin("p1", image_bytes=b"\xff\xd8\xff garbage")),
                 _record(codec, 1, _pin("p2", image_ref="0" * 64 + ".jpg")),
                 _record(codec, 2, _pin("p3", image_bytes=b"just some text, not an image")),
                 _record(codec, 3, _pin("p4", image_bytes=_jpeg((1, 2, 3))))]
 
-    report, store, outbox = _run(tmp_path, records)
+    report, store, outbox = _run(tmp_path, records, decode_threads=decode_threads)
     reasons = dict(outbox.dead)
     assert reasons["pins.created.v1/0/1"] == "unknown_blob"
     assert {reasons["pins.created.v1/0/0"], reasons["pins.created.v1/0/2"]} <= {
