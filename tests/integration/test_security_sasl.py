@@ -8,8 +8,8 @@ import asyncio
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError as AIOKafkaError
+from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError as AIOKafkaError  # type: ignore[import-untyped]
 from confluent_kafka import KafkaException
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 

@@ -10,6 +10,7 @@ import ipaddress
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from processors.images import IPAddress, fetch_image_url
 from streams.app import broker_credentials, create_app
 from streams.cli import cli
 from streams.errors import ConfigError, ProcessingError
+from streams.events import InteractionAction, PinInteraction
 from streams.producer import EventProducer
 from streams.settings import load_settings
 from streams.topics import PINS_INTERACTIONS
@@ -61,7 +63,7 @@ def test_every_kafka_client_is_built_from_the_settings() -> None:
     assert not stray, stray
 
 
-def _sasl(**extra: object) -> dict[str, object]:
+def _sasl(**extra: Any) -> dict[str, Any]:
     return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
             "sasl_username": "svc", "sasl_password": SECRET, "metrics_port": 0} | extra
 
@@ -105,8 +107,7 @@ def test_secrets_never_reach_logs_or_output(caplog: pytest.LogCaptureFixture,
         assert SECRET not in text
 
 
-def _interaction() -> object:
-    from streams.events import InteractionAction, PinInteraction
+def _interaction() -> PinInteraction:
     return PinInteraction(user_id="u1", pin_id="p1", action=InteractionAction.CLICK, session_id="s")
 
 
@@ -125,7 +126,12 @@ def _resolver(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]
                                      ["93.184.216.34", "192.168.1.2"], ["::ffff:10.0.0.1"], ["fd00::5"]])
 def test_a_name_resolving_to_an_internal_address_is_refused_before_any_request(answers: list[str]) -> None:
     requests: list[httpx.Request] = []
-    client = httpx.Client(transport=httpx.MockTransport(lambda r: requests.append(r) or httpx.Response(200)))
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(200, content=b"image")
+
+    client = httpx.Client(transport=httpx.MockTransport(answer))
     with pytest.raises(ProcessingError) as caught:
         fetch_image_url("http://images.example.com/a.jpg", max_bytes=1000, timeout_s=2, client=client,
                         resolver=_resolver({"images.example.com": answers}))
