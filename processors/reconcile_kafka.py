@@ -74,6 +74,9 @@ class ReconciliationSource:
             err = msg.error()
             if err is None:
                 records.append(raw_record(msg))
+            elif err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise PinstreamError(f"topic {self.topic} not found: run `pinstream topics apply` "
+                                     "(with the same PINSTREAM_TOPIC_PREFIX)")
             elif err.code() != KafkaError._PARTITION_EOF:
                 if err.fatal() or not err.retriable():
                     raise PinstreamError(f"reconciliation consumer: {err.str()}")

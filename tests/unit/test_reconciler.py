@@ -41,6 +41,7 @@ from streams.events import (
     Reconciliation,
     Stage,
 )
+from streams.metrics import REGISTRY
 from streams.topics import (
     FEEDS_UPDATED,
     HEADER_RECONCILE_DEPENDENCY,
@@ -129,11 +130,20 @@ def drive(reconciler: Reconciler) -> int:
     return asyncio.run(reconciler.drive_due())
 
 
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def test_a_record_that_succeeds_is_committed_past() -> None:
     redriver = FakeRedriver()
     reconciler, dead, _ = make(redriver)
+    done_before = sample("pinstream_reconciler_redrives_total", stage="PIN_STORE", outcome="done")
+    pending_before = sample("pinstream_reconciler_pending", stage="PIN_STORE")
     reconciler.add(raw(reconciliation("p1"), 7))
+    assert sample("pinstream_reconciler_pending", stage="PIN_STORE") == pending_before + 1
     assert drive(reconciler) == 1
+    assert sample("pinstream_reconciler_pending", stage="PIN_STORE") == pending_before
+    assert sample("pinstream_reconciler_redrives_total", stage="PIN_STORE", outcome="done") == done_before + 1
     assert redriver.applied == [("p1", 1)]
     assert reconciler.committable() == {(TOPIC, 0): 8}
     assert reconciler.committable() == {}  # handed out once
