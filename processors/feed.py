@@ -61,6 +61,9 @@ for _fallback in Fallback:  # counters start at 0, so that increase() alerts see
 for _outcome in ("hit", "miss", "error"):
     FEED_READS.labels(_outcome)
 
+# What ranked a feed when a fallback did (the first that applies names the model).
+_FALLBACK_MODELS = ((Fallback.CACHED_PREFERENCES, "cached-preferences"), (Fallback.RANKER_TIMEOUT_CF, "cf-1"),
+                    (Fallback.NO_EMBEDDINGS, "pixie-1"))
 Neighbours = Mapping[NodeType, Mapping[str, float]]
 Scores = Sequence[tuple[str, float]]
 
@@ -235,7 +238,8 @@ class FeedComputer:
             FEED_SECONDS.labels(stage).observe(seconds)
         for fallback in fallbacks:
             FEED_FALLBACKS.labels(str(fallback)).inc()
-        model = self.params.model if Fallback.NO_EMBEDDINGS not in fallbacks else "pixie-1"
+        model = next((name for fallback, name in _FALLBACK_MODELS if fallback in fallbacks),
+                     self.params.model)
         return FeedResult(user_id, tuple(items), model, tuple(fallbacks), candidates,
                           {k: v * 1000 for k, v in timings.items()},
                           tuple((item.pin_id, item.score) for item in ranked[:self.params.preference_pins]))

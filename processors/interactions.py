@@ -193,11 +193,21 @@ class InteractionStage:
                 if not result.needs_reconciliation:
                     FEED_REFRESH_LAG.observe(max(0.0, written_ms - since) / 1000)
             self.producer.send_event(FEEDS_UPDATED, result.user_id, result.event(), headers=headers)
-            if result.needs_reconciliation and result.cache_error is not None:
-                self.emitter.report(result.cache_error, stage=Stage.FEED, entity_type="user",
-                                    entity_id=result.user_id, payload=None, dependency="redis")
+            self._reconcile_uncached(result)
         await self._settle()
         return results
+
+    def read_feed(self, user_id: str, *, offset: int = 0, count: int | None = None) -> FeedResult:
+        """A page of the user's feed (the cache first, else computed); a feed that Redis could not
+        take is reported for reconciliation, as after a refresh."""
+        result = self.feeds.read(user_id, offset=offset, count=count)
+        self._reconcile_uncached(result)
+        return result
+
+    def _reconcile_uncached(self, result: FeedResult) -> None:
+        if result.needs_reconciliation and result.cache_error is not None:
+            self.emitter.report(result.cache_error, stage=Stage.FEED, entity_type="user",
+                                entity_id=result.user_id, payload=None, dependency="redis")
 
     async def _settle(self) -> None:
         failed_before = self.producer.failed

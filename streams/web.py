@@ -113,7 +113,7 @@ def register_views(app: faust.App, current: Callable[[], Any]) -> None:
                 return _error(400, "bad_parameter", str(exc))
             if offset < 0:
                 return _error(400, "bad_parameter", "offset must be >= 0")
-            result = await asyncio.to_thread(runtime.interactions.feeds.read, user, offset=offset,
+            result = await asyncio.to_thread(runtime.interactions.read_feed, user, offset=offset,
                                              count=count)
             return aioweb.json_response({
                 "user_id": result.user_id, "model": result.model, "from_cache": result.from_cache,
