@@ -104,10 +104,14 @@ class LocalWorker:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"], env=self.env,
             stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        self.wait_ready(self.process)
+
+    def wait_ready(self, process: subprocess.Popen[bytes]) -> None:
+        """Return once /healthz answers 200; raise if `process` exits or is not ready in time."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise PinstreamError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
+            if process.poll() is not None:
+                raise PinstreamError(f"worker exited with {process.returncode}:\n{self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
                     return

@@ -29,6 +29,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("streams.cli.verify:verify", "Check the pipeline's invariants (lost, double-counted)."),
     "load": ("streams.cli.load:load", "Load campaign: sustained rate, 3x spike, memory, lag and pools."),
     "fuzz": ("streams.cli.fuzz:fuzz", "Bad-input campaign: fuzz every decoder, JSONL, images, dead letters."),
+    "chaos": ("streams.cli.chaos:chaos", "Fault campaign: kill -9 and service outages under load, then the invariants."),
 }
 
 
