@@ -30,6 +30,7 @@ from streams.topics import FEEDS_UPDATED, GRAPH_EDGES, HEADER_SOURCE_TIMESTAMP
 log = logging.getLogger(__name__)
 
 _STORE_RETRIES = 3
+_REFRESH_CHUNK = 8  # feeds per Redis pipeline when refreshing
 FEED_REFRESH_LAG = Histogram(
     "pinstream_feed_refresh_lag_seconds",
     "From the oldest interaction a feed refresh covers (its Kafka timestamp) to the feed in Redis.",
@@ -82,7 +83,7 @@ class InteractionStage:
 
     def __init__(self, *, graph: GraphProcessor, feeds: FeedService, cache: FeedCache,
                  producer: EventProducer, emitter: ReconciliationEmitter, codec: AvroCodec,
-                 refresh_interval_s: float) -> None:
+                 refresh_interval_s: float, refresh_threads: int = 1) -> None:
         self.graph = graph
         self.feeds = feeds
         self.cache = cache
@@ -91,6 +92,7 @@ class InteractionStage:
         self.codec = codec
         self.dead_letters = DeadLetterWriter(producer)
         self.plan = RefreshPlan(refresh_interval_s)
+        self.refresh_threads = refresh_threads
         self.woken = asyncio.Event()
 
     async def process(self, records: Sequence[RawRecord]) -> InteractionReport:
@@ -178,24 +180,40 @@ class InteractionStage:
         return await self.refresh_due()
 
     async def refresh_due(self, limit: int = 500) -> list[FeedResult]:
-        """Recompute the feeds that are due, publish FeedUpdated, reconcile the uncached ones."""
+        """Recompute the feeds that are due, publish FeedUpdated, reconcile the uncached ones.
+
+        In chunks of `_REFRESH_CHUNK` users (one Redis pipeline each), `refresh_threads` at a
+        time: a feed is cached and announced as soon as its chunk is done, not after all of them,
+        and one user's store round trips overlap another's ranking."""
         users = self.plan.due(time.monotonic(), limit)
         if not users:
             return []
-        results = await asyncio.to_thread(self.feeds.refresh, list(users))
+        order = list(users)
+        gate = asyncio.Semaphore(self.refresh_threads)
+
+        async def refresh(chunk: list[str]) -> list[FeedResult]:
+            async with gate:
+                results = await asyncio.to_thread(self.feeds.refresh, chunk)
+            self._announce(results, users)
+            return results
+
+        chunks = await asyncio.gather(*(refresh(order[i:i + _REFRESH_CHUNK])
+                                        for i in range(0, len(order), _REFRESH_CHUNK)))
+        await self._settle()
+        return [result for chunk in chunks for result in chunk]
+
+    def _announce(self, results: list[FeedResult], since: dict[str, int | None]) -> None:
         written_ms = time.time() * 1000
         for result in results:
-            since = users.get(result.user_id)
+            oldest = since.get(result.user_id)
             headers: list[tuple[str, bytes]] = []
-            if since is not None:
+            if oldest is not None:
                 # Downstream (and `pinstream bench feed`) can tell how fresh the feed is.
-                headers.append((HEADER_SOURCE_TIMESTAMP, str(since).encode()))
+                headers.append((HEADER_SOURCE_TIMESTAMP, str(oldest).encode()))
                 if not result.needs_reconciliation:
-                    FEED_REFRESH_LAG.observe(max(0.0, written_ms - since) / 1000)
+                    FEED_REFRESH_LAG.observe(max(0.0, written_ms - oldest) / 1000)
             self.producer.send_event(FEEDS_UPDATED, result.user_id, result.event(), headers=headers)
             self._reconcile_uncached(result)
-        await self._settle()
-        return results
 
     def read_feed(self, user_id: str, *, offset: int = 0, count: int | None = None) -> FeedResult:
         """A page of the user's feed (the cache first, else computed); a feed that Redis could not

@@ -109,6 +109,8 @@ class Settings(BaseSettings):
                                            description="at most one feed recompute per user per interval")
     graph_batch_wait_ms: float = Field(default=50.0, gt=0, le=10_000,
                                        description="longest an interaction batch waits to fill")
+    feed_refresh_threads: int = Field(default=4, ge=1, le=64,
+                                      description="feed refreshes computed at the same time")
 
     # Visual search and the worker's web server
     search_shortlist: int = Field(default=1000, ge=1, le=10_000,

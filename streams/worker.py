@@ -117,7 +117,8 @@ def build_interaction_stage(settings: Settings, producer: EventProducer, codec: 
         graph=GraphProcessor(graph_store, GraphConfig.from_settings(settings)),
         feeds=FeedService(computer, cache), cache=cache, producer=producer,
         emitter=ReconciliationEmitter(producer, secrets=settings_secrets(settings)), codec=codec,
-        refresh_interval_s=settings.feed_refresh_interval_s)
+        refresh_interval_s=settings.feed_refresh_interval_s,
+        refresh_threads=settings.feed_refresh_threads)
 
 
 def reconcile_to_kafka(producer: EventProducer, settings: Settings) -> ReconcileFn:

@@ -32,7 +32,7 @@ from streams.bench.report import code_revision, machine_info, percentile, timed
 from streams.consumer import raw_record
 from streams.errors import PinstreamError
 from streams.events import PinInteraction
-from streams.localworker import LocalRedis, LocalWorker
+from streams.localworker import LocalRedis, LocalWorker, free_port
 from streams.offsets import partitions_of, plain_consumer
 from streams.producer import EventProducer
 from streams.topics import FEEDS_UPDATED, HEADER_SOURCE_TIMESTAMP, PINS_INTERACTIONS
@@ -84,13 +84,14 @@ class FeedBenchResult:
     warmup: int = 0
     users: int = 0
     load: list[tuple[float, float, float]] = field(default_factory=list)
+    feed_stage_ms: dict[str, float] = field(default_factory=dict)  # worker's mean per stage
 
     def to_json(self, command: str) -> dict[str, Any]:
         return {"bench": "feed", "command": command, "commit": code_revision(),
                 "goal_p99_s": GOAL_P99_S, "warmup_interactions": self.warmup, "users": self.users,
                 "phases": [p.to_json() for p in self.phases],
                 "reads_s": {path: summary(v) for path, v in self.reads.items()},
-                "load_average": self.load,
+                "load_average": self.load, "worker_feed_stage_mean_ms": self.feed_stage_ms,
                 "machine": machine_info(["confluent-kafka", "redis", "happybase", "faust-streaming"])}
 
 
@@ -251,6 +252,20 @@ def _http_read(client: httpx.Client, user: str) -> None:
     client.get(f"/feed/{user}").raise_for_status()
 
 
+def feed_stage_means(metrics_port: int) -> dict[str, float]:
+    """Mean milliseconds per feed computation stage in the worker, from its metrics endpoint."""
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        for suffix, into in (("_sum", sums), ("_count", counts)):
+            prefix = f'pinstream_feed_seconds{suffix}{{stage="'
+            if line.startswith(prefix):
+                stage = line[len(prefix):line.index('"', len(prefix))]
+                into[stage] = float(line.split()[-1])
+    return {stage: 1000 * sums[stage] / counts[stage] for stage in sums if counts.get(stage)}
+
+
 def run_feed_bench(workdir: Path, *, rates: Sequence[float], duration_s: float, users: int, warmup: int,
                    reads: int, seed: int, refresh_interval_s: float,
                    progress: Progress = lambda _: None) -> FeedBenchResult:
@@ -259,7 +274,8 @@ def run_feed_bench(workdir: Path, *, rates: Sequence[float], duration_s: float, 
     total = warmup + int(sum(rates) * duration_s) + 1000
     records = workload(total, users, seed)
     with LocalRedis(workdir) as private_redis:
-        worker = LocalWorker(workdir, redis_url=private_redis.url,
+        metrics_port = free_port()
+        worker = LocalWorker(workdir, redis_url=private_redis.url, metrics_port=metrics_port,
                              feed_refresh_interval_s=refresh_interval_s)
         progress("starting the worker...")
         try:
@@ -290,6 +306,7 @@ def run_feed_bench(workdir: Path, *, rates: Sequence[float], duration_s: float, 
                 result.load.append(os.getloadavg())
             producer.close()
             follower.close()
+            result.feed_stage_ms = feed_stage_means(metrics_port)
             fed = sorted({user for _, _, user, _ in follower.records})
             progress(f"feed reads ({reads} per path)...")
             if fed:

@@ -494,6 +494,8 @@ def feed(rates: str, duration: float, users: int, warmup: int, reads: int, refre
     print_table(screen, "Interaction -> feed refreshed in Redis (per refresh, its oldest interaction)",
                 REFRESH_COLUMNS, refresh, caption=f"{command}\nload average (1 min) through the run: {load}")
     print_table(screen, "Feed reads (cached feeds, interleaved)", READ_COLUMNS, read)
+    screen.print("worker's feed computation, mean per stage: "
+                 + ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in result.feed_stage_ms.items()))
     for phase in result.phases:
         p99 = phase.to_json()["refresh_latency_s"].get("p99", float("inf"))
         screen.print(f"{phase.rate:,.0f}/s: refresh p99 {p99 * 1000:,.0f} ms "
