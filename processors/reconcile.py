@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import logging
 import time
@@ -37,7 +38,7 @@ from processors.breaker import Breakers
 from processors.reconcile_events import next_attempt, redact
 from streams.codec import AvroCodec
 from streams.deadletter import RawRecord
-from streams.errors import ContractError, ProcessingError, RedriveRefused, SinkError
+from streams.errors import ContractError, PinstreamError, ProcessingError, RedriveRefused, SinkError
 from streams.events import Reconciliation, Stage, utc_now
 from streams.metrics import REGISTRY
 from streams.topics import (
@@ -76,7 +77,12 @@ class Outcome(StrEnum):
 
 class Redriver(Protocol):
     """Re-applies one stage's failed side effect. Returns what it did; raises SinkError or
-    ProcessingError to be retried, RedriveRefused when no retry can help."""
+    ProcessingError to be retried, RedriveRefused when no retry can help.
+
+    A re-drive may also offer `redrive_batch(records) -> list[Outcome | PinstreamError]`: one
+    result per record (an error for a record that failed alone), raising when all failed; the
+    reconciler then hands it runs of records of distinct entities.
+    """
 
     async def redrive(self, record: Reconciliation) -> Outcome: ...
 
@@ -103,10 +109,11 @@ class Attempt:
 class ReconcilerConfig:
     max_attempts: int = 8
     max_buffered: int = 1000  # per partition, then the partition is paused
+    max_batch: int = 256  # records of one partition re-driven in one call, when the stage batches
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.max_buffered < 1:
-            raise ValueError("max_attempts and max_buffered must be >= 1")
+        if self.max_attempts < 1 or self.max_buffered < 1 or self.max_batch < 1:
+            raise ValueError("max_attempts, max_buffered and max_batch must be >= 1")
 
 
 @dataclass(eq=False)
@@ -146,6 +153,8 @@ class Reconciler:
         self._secrets = tuple(secrets)
         self._queues: dict[Partition, deque[Held]] = {}
         self._done: dict[Partition, int] = {}  # next offset to commit per partition
+        self._high: dict[Partition, int] = {}  # highest offset finished per partition
+        self._floor: dict[Partition, int] = {}  # committed (or first read) offset per partition
         self.outcomes: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
 
     # --- intake -------------------------------------------------------------------------------
@@ -162,6 +171,7 @@ class Reconciler:
         if problem is not None:
             held.last_error = RedriveRefused(problem, stage=str(Stage.UNKNOWN), reason="undecodable")
         self._queues.setdefault((raw.topic, raw.partition), deque()).append(held)
+        self._floor.setdefault((raw.topic, raw.partition), raw.offset)
         PENDING.labels(held.stage).inc()
 
     def forget(self, partitions: Iterable[Partition]) -> None:
@@ -170,6 +180,8 @@ class Reconciler:
             for held in self._queues.pop(partition, ()):
                 PENDING.labels(held.stage).dec()
             self._done.pop(partition, None)
+            self._high.pop(partition, None)
+            self._floor.pop(partition, None)
 
     # --- state for the consumer loop ----------------------------------------------------------
 
@@ -201,60 +213,105 @@ class Reconciler:
 
     # --- driving ------------------------------------------------------------------------------
 
-    async def drive_due(self, budget: int = 200) -> int:
+    async def drive_due(self, budget: int = 1000) -> int:
         """Attempt every partition head that is due, and the records behind it while they succeed
-        (at most `budget` per partition, so that commits and polls are not starved). Returns how
-        many records finished (done, already applied or dead-lettered)."""
+        (at most about `budget` per partition, so that commits and polls are not starved).
+        Returns how many records finished (done, already applied or dead-lettered)."""
         finished = 0
         for partition, queue in list(self._queues.items()):
-            for _ in range(budget):
-                if not queue:
+            spent = 0
+            while queue and spent < budget:
+                batch = self._due_batch(queue)
+                if not batch:
                     break
-                head = queue[0]
-                outcome = await self._attempt(head)
-                if outcome is None or outcome is Outcome.RETRY:
-                    break
-                queue.popleft()
-                PENDING.labels(head.stage).dec()
-                self._done[partition] = head.raw.offset + 1
-                self.outcomes[outcome] += 1
-                finished += 1
+                outcomes = await self._attempt(batch)
+                spent += len(batch)
+                progressed = False
+                for held, outcome in zip(batch, outcomes, strict=True):
+                    if outcome is not Outcome.RETRY:
+                        queue.remove(held)
+                        PENDING.labels(held.stage).dec()
+                        self.outcomes[outcome] += 1
+                        finished += 1
+                        progressed = True
+                        self._high[partition] = max(held.raw.offset, self._high.get(partition, -1))
+                # Everything before the (new) head is finished: commit up to it, if that moved.
+                upto = queue[0].raw.offset if queue else self._high.get(partition, -2) + 1
+                if progressed and upto > self._floor.get(partition, -1):
+                    self._done[partition] = self._floor[partition] = upto
+                if queue and queue[0] is batch[0]:
+                    break  # the head failed: it waits, and so does its partition
             if not queue:
                 del self._queues[partition]
         return finished
 
-    async def _attempt(self, held: Held) -> Outcome | None:
-        """One attempt at `held` if it is due and its breaker allows; None when it must wait."""
-        now = self.clock()
-        if isinstance(held.last_error, RedriveRefused) or held.record is None:
-            return self._dead_letter(held, REASON_UNDECODABLE if held.record is None else REASON_REFUSED)
-        if now < held.not_before:
-            return None
-        breaker = self.breakers[held.waiting_on]
-        if not breaker.allow():
-            return None  # waits without burning an attempt: the dependency is known to be down
-        record = held.record
-        redriver = self.redrivers.get(record.stage)
+    def _due_batch(self, queue: deque[Held]) -> list[Held]:
+        """The head if it may be attempted now, with the records behind it that can go in the same
+        call (same re-drive, due, same dependency, distinct entities: one entity's records never
+        share a call, so a failure cannot let its later record overtake it). Empty: wait."""
+        head = queue[0]
+        if head.record is None or isinstance(head.last_error, RedriveRefused):
+            return [head]
+        if self.clock() < head.not_before or not self.breakers[head.waiting_on].allow():
+            return []  # waits without burning an attempt while its dependency is known down
+        redriver = self.redrivers.get(head.record.stage)
+        if getattr(redriver, "redrive_batch", None) is None:
+            return [head]
+        batch, entities, now = [head], {head.record.entity_id}, self.clock()
+        for held in itertools.islice(queue, 1, self.config.max_batch):
+            record = held.record
+            if (record is None or isinstance(held.last_error, RedriveRefused)
+                    or self.redrivers.get(record.stage) is not redriver or now < held.not_before
+                    or held.waiting_on != head.waiting_on or record.entity_id in entities):
+                break
+            batch.append(held)
+            entities.add(record.entity_id)
+        return batch
+
+    async def _attempt(self, batch: list[Held]) -> list[Outcome]:
+        """One attempt at each record of a batch (from `_due_batch`)."""
+        head = batch[0]
+        if head.record is None or isinstance(head.last_error, RedriveRefused):
+            return [self._dead_letter(head, REASON_UNDECODABLE if head.record is None else REASON_REFUSED)]
+        gate = head.waiting_on
+        stage = head.record.stage
+        redriver = self.redrivers.get(stage)
+        records = [held.record for held in batch if held.record is not None]
+        results: list[Outcome | PinstreamError]
         try:
             if redriver is None:
-                raise RedriveRefused(f"no re-drive for stage {record.stage}", stage=str(record.stage),
-                                     reason="no_redriver")
-            outcome = await redriver.redrive(record)
-        except RedriveRefused as exc:
-            breaker.record_success()  # the dependency was not what failed
-            held.last_error = exc
-            return self._dead_letter(held, REASON_REFUSED)
+                results = [RedriveRefused(f"no re-drive for stage {stage}", stage=str(stage),
+                                          reason="no_redriver")]
+            elif len(batch) > 1 or getattr(redriver, "redrive_batch", None) is not None:
+                results = list(await redriver.redrive_batch(records))  # type: ignore[attr-defined]
+            else:
+                results = [await redriver.redrive(head.record)]
         except (SinkError, ProcessingError) as exc:
-            return self._failed(held, exc, breaker.dependency)
+            results = [exc] * len(batch)
         except Exception as exc:  # a bug must not stop every other record: counted, then dead-lettered
-            log.exception("re-drive of %s %s raised", record.stage, record.entity_id)
-            failure = ProcessingError(f"{type(exc).__name__}: {exc}", stage=str(record.stage),
-                                      reason="unexpected")
+            log.exception("re-drive of %s %s raised", stage, head.record.entity_id)
+            failure = ProcessingError(f"{type(exc).__name__}: {exc}", stage=str(stage), reason="unexpected")
+            return [self._failed(held, failure, "internal") for held in batch]
+        if len(results) != len(batch):
+            raise AssertionError(f"{stage} re-drive answered {len(results)} of {len(batch)} records")
+        return [self._settle(held, result, gate) for held, result in zip(batch, results, strict=True)]
+
+    def _settle(self, held: Held, result: Outcome | PinstreamError, gate: str) -> Outcome:
+        assert held.record is not None
+        if isinstance(result, RedriveRefused):
+            self.breakers[gate].record_success()  # the dependency was not what failed
+            held.last_error = result
+            return self._dead_letter(held, REASON_REFUSED)
+        if isinstance(result, SinkError | ProcessingError):
+            return self._failed(held, result, gate)
+        if isinstance(result, PinstreamError):
+            failure = ProcessingError(str(result), stage=str(held.record.stage), reason="unexpected")
             return self._failed(held, failure, "internal")
-        breaker.record_success()
-        REDRIVES.labels(str(record.stage), str(outcome)).inc()
-        log.info("re-drove %s %s %s: %s", record.stage, record.entity_type, record.entity_id, outcome)
-        return outcome
+        self.breakers[gate].record_success()
+        REDRIVES.labels(str(held.record.stage), str(result)).inc()
+        log.debug("re-drove %s %s %s: %s", held.record.stage, held.record.entity_type,
+                  held.record.entity_id, result)
+        return result
 
     def _failed(self, held: Held, error: SinkError | ProcessingError, gate: str) -> Outcome:
         assert held.record is not None

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from processors.embed import PinEmbedStage
 from processors.feed import FeedService
-from processors.graph import GraphConfig, GraphProcessor
+from processors.graph import GraphConfig, GraphEvent, GraphProcessor
 from processors.graph_state import GraphRowStore, Position
 from processors.reconcile import Outcome, Redriver
 from sinks.hbase import PinRecord
@@ -59,6 +59,7 @@ def payload_event(record: Reconciliation, codec: AvroCodec, *kinds: type[Event])
 class Captured:
     """A failure the embed stage reported while re-driving (it would have emitted a record)."""
 
+    pin_id: str
     stage: Stage
     dependency: str
     error: Exception
@@ -72,16 +73,22 @@ class CapturingOutbox:
 
     inner: object  # processors.embed.Outbox (embedding, dead_letter, settle)
     captured: list[Captured] = field(default_factory=list)
+    dead_lettered: set[bytes] = field(default_factory=set)  # keys of the records dead-lettered
+
+    def clear(self) -> None:
+        self.captured.clear()
+        self.dead_lettered.clear()
 
     def embedding(self, event: PinEmbedding, source: RawRecord) -> None:
         self.inner.embedding(event, source)  # type: ignore[attr-defined]
 
     def dead_letter(self, record: RawRecord, reason: str, error: str) -> None:
+        self.dead_lettered.add(record.key or b"")
         self.inner.dead_letter(record, reason, error)  # type: ignore[attr-defined]
 
     def reconcile(self, stage: Stage, pin: PinCreated, dependency: str, error: Exception,
                   source: RawRecord) -> None:
-        self.captured.append(Captured(stage, dependency, error))
+        self.captured.append(Captured(pin.pin_id, stage, dependency, error))
 
     async def settle(self) -> None:
         await self.inner.settle()  # type: ignore[attr-defined]
@@ -111,28 +118,60 @@ class PinRedriver:
         self._stage: tuple[PinEmbedStage, CapturingOutbox] | None = None
 
     async def redrive(self, record: Reconciliation) -> Outcome:
-        pin = payload_event(record, self.codec, PinCreated)
-        assert isinstance(pin, PinCreated)
-        stored = await asyncio.to_thread(self._rows().get_pins, [pin.pin_id])
-        if complete(stored.get(pin.pin_id), pin):
-            return Outcome.ALREADY_APPLIED
+        return single(await self.redrive_batch([record]))
+
+    async def redrive_batch(self, records: Sequence[Reconciliation]) -> list[Outcome | PinstreamError]:
+        """Pins of distinct ids in one pass of the embed stage (the model batches them)."""
+        results: list[Outcome | PinstreamError] = []
+        pins: dict[str, tuple[int, PinCreated]] = {}
+        for index, record in enumerate(records):
+            try:
+                pin = payload_event(record, self.codec, PinCreated)
+            except RedriveRefused as exc:
+                results.append(exc)
+                continue
+            assert isinstance(pin, PinCreated)
+            results.append(Outcome.DONE)
+            pins[pin.pin_id] = (index, pin)
+        stored = await asyncio.to_thread(self._rows().get_pins, list(pins))
+        todo = []
+        for pin_id, (index, pin) in pins.items():
+            if complete(stored.get(pin_id), pin):
+                results[index] = Outcome.ALREADY_APPLIED
+            else:
+                todo.append((index, records[index], pin))
+        if not todo:
+            return results
         if self._stage is None:  # the model loads on the first pin that needs it
             self._stage = await self._build_stage()
         stage, outbox = self._stage
-        outbox.captured.clear()
-        source = RawRecord(topic=record.source_topic or "", partition=record.source_partition or 0,
-                           offset=record.source_offset or 0, key=pin.pin_id.encode(),
-                           value=record.payload, headers=(), timestamp_ms=None)
-        report = await stage.process([source])
-        if outbox.captured:
-            failure = outbox.captured[0]
-            if isinstance(failure.error, SinkError | ProcessingError):
-                raise failure.error
-            raise ProcessingError(f"{failure.stage} failed: {failure.error}", stage=str(failure.stage),
-                                  reason="unexpected")
-        if report.dead_lettered:  # a bad image: stored without features, dead-lettered by the stage
-            return Outcome.DEAD_LETTERED
-        return Outcome.DONE
+        outbox.clear()
+        await stage.process([source_record(record, pin) for _, record, pin in todo])
+        failures = {c.pin_id: c for c in outbox.captured}
+        for index, _, pin in todo:
+            failure = failures.get(pin.pin_id)
+            if failure is not None:
+                results[index] = (failure.error if isinstance(failure.error, SinkError | ProcessingError)
+                                  else ProcessingError(f"{failure.stage} failed: {failure.error}",
+                                                       stage=str(failure.stage), reason="unexpected"))
+            elif pin.pin_id.encode() in outbox.dead_lettered:
+                results[index] = Outcome.DEAD_LETTERED  # a bad image: stored without features
+        return results
+
+
+def source_record(record: Reconciliation, pin: PinCreated) -> RawRecord:
+    """The pin's original record, as the embed stage reads it (dead letters name its source)."""
+    return RawRecord(topic=record.source_topic or "", partition=record.source_partition or 0,
+                     offset=record.source_offset or 0, key=pin.pin_id.encode(), value=record.payload,
+                     headers=(), timestamp_ms=None)
+
+
+def single(results: Sequence[Outcome | PinstreamError]) -> Outcome:
+    """The outcome of a batch of one, raising its error."""
+    (result,) = results
+    if isinstance(result, PinstreamError):
+        raise result
+    return result
 
 
 # --- GRAPH: the graph processor on the event at its original position -------------------------
@@ -151,23 +190,45 @@ class GraphRedriver:
         self.codec = codec
 
     async def redrive(self, record: Reconciliation) -> Outcome:
-        event = payload_event(record, self.codec, PinInteraction, PinCreated)
-        assert isinstance(event, PinInteraction | PinCreated)
-        if record.source_topic is None or record.source_partition is None or record.source_offset is None:
-            raise RedriveRefused(f"GRAPH record of {record.entity_id} names no source position: "
-                                 "re-applying it could double count", stage=str(record.stage),
-                                 reason="no_source_position")
-        position = Position(f"{record.source_topic}/{record.source_partition}", record.source_offset)
+        return single(await self.redrive_batch([record]))
+
+    async def redrive_batch(self, records: Sequence[Reconciliation]) -> list[Outcome | PinstreamError]:
+        """The events in their order through one processor: rows read once, written once."""
+        results: list[Outcome | PinstreamError] = []
+        events: list[GraphEvent] = []
+        positions: list[Position] = []
+        applied: list[int] = []
+        for record in records:
+            try:
+                event = payload_event(record, self.codec, PinInteraction, PinCreated)
+                if record.source_topic is None or record.source_partition is None \
+                        or record.source_offset is None:
+                    raise RedriveRefused(f"GRAPH record of {record.entity_id} names no source position: "
+                                         "re-applying it could double count", stage=str(record.stage),
+                                         reason="no_source_position")
+            except RedriveRefused as exc:
+                results.append(exc)
+                continue
+            assert isinstance(event, PinInteraction | PinCreated)
+            applied.append(len(results))
+            results.append(Outcome.DONE)
+            events.append(event)
+            positions.append(Position(f"{record.source_topic}/{record.source_partition}",
+                                      record.source_offset))
+        if not events:
+            return results
         processor = GraphProcessor(self.store, self.config)
 
-        def apply() -> tuple[int, int]:
-            batch = processor.apply([event], [position])
+        def apply() -> int:
+            batch = processor.apply(events, positions)
             for delta in batch.deltas:  # same delta ids as the first try: consumers deduplicate
                 self.producer.send_event(GRAPH_EDGES, delta.src, delta)
-            return processor.flush(), batch.stale
+            return processor.flush()
 
-        written, _ = await asyncio.to_thread(apply)
-        return Outcome.DONE if written else Outcome.ALREADY_APPLIED
+        if not await asyncio.to_thread(apply):
+            for index in applied:
+                results[index] = Outcome.ALREADY_APPLIED
+        return results
 
 
 # --- FEED: recompute and rewrite the user's feed ---------------------------------------------
@@ -213,7 +274,3 @@ def redrivers(*, pins: PinRedriver, graph: GraphRedriver, feed: FeedRedriver) ->
     """Stage -> re-drive. INDEX has none: the ANN index rebuilds itself from the embeddings topic,
     so an INDEX record is dead-lettered with reason `no_redriver` for an operator to look at."""
     return {Stage.EMBED: pins, Stage.PIN_STORE: pins, Stage.GRAPH: graph, Stage.FEED: feed}
-
-
-__all__ = ["CapturingOutbox", "FeedRedriver", "GraphRedriver", "PinRedriver", "PinstreamError",
-           "payload_event", "redrivers"]

@@ -31,7 +31,7 @@ from processors.redrive import FeedRedriver, GraphRedriver, PinRedriver
 from sinks.hbase import PinRecord
 from streams.codec import AvroCodec
 from streams.deadletter import RawRecord
-from streams.errors import ProcessingError, RedriveRefused, SinkError
+from streams.errors import PinstreamError, ProcessingError, RedriveRefused, SinkError
 from streams.events import (
     Event,
     FeedItem,
@@ -484,3 +484,41 @@ def test_the_loop_stops_when_idle_and_pauses_full_partitions() -> None:
 
     asyncio.run(scenario())
     assert source.commits == []
+
+
+@dataclass
+class FakeBatchRedriver:
+    """Answers per record: `fail` entities fail alone (once each) while the others are done."""
+
+    fail: set[str] = field(default_factory=set)
+    batches: list[list[str]] = field(default_factory=list)
+
+    async def redrive(self, record: Reconciliation) -> Outcome:
+        raise AssertionError("a batching re-drive is called with batches")
+
+    async def redrive_batch(self, records: Sequence[Reconciliation]) -> list[Outcome | PinstreamError]:
+        self.batches.append([r.entity_id for r in records])
+        results: list[Outcome | PinstreamError] = []
+        for record in records:
+            if record.entity_id in self.fail:
+                self.fail.discard(record.entity_id)
+                results.append(ProcessingError("inference failed", stage="embed", reason="model_error"))
+            else:
+                results.append(Outcome.DONE)
+        return results
+
+
+def test_batches_hold_distinct_entities_and_commits_wait_for_a_failed_head() -> None:
+    redriver = FakeBatchRedriver(fail={"a"})
+    reconciler, _, clock = make(redriver)
+    for offset, entity in enumerate(["a", "b", "c", "b", "d"]):
+        reconciler.add(raw(reconciliation(entity), offset))
+    drive(reconciler)
+    # "a" failed alone; "b" and "c" went with it; the second "b" starts the next batch after it.
+    assert redriver.batches == [["a", "b", "c"]]
+    assert reconciler.committable() == {}  # "a" at offset 0 is not done: nothing committed
+    clock.now += 1.0
+    drive(reconciler)
+    assert redriver.batches[1:] == [["a", "b", "d"]]
+    assert reconciler.committable() == {(TOPIC, 0): 5}  # past the highest finished offset
+    assert reconciler.held() == 0
