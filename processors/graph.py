@@ -26,6 +26,7 @@ from processors.graph_state import (
     position_of,
     session_pairs,
 )
+from processors.graph_writer import WriterLease
 from sinks.hbase import from_millis, millis
 from sinks.hbase_graph import NODE_PREFIXES, SESSION_PREFIX, Edge, RowWrite, StoredRow
 from streams.events import (
@@ -237,12 +238,14 @@ class GraphProcessor:
 
     `apply` computes (reading missing rows, never writing); `flush` writes every changed row and
     must succeed before the batch's offsets are committed. Exactly one processor may write a
-    given row: run one, or partition a second stage by node over graph.edges.v1.
+    given row: with a `lease`, every flush first checks that no newer writer has started.
     """
 
-    def __init__(self, store: GraphRowStore, config: GraphConfig) -> None:
+    def __init__(self, store: GraphRowStore, config: GraphConfig, *, lease: WriterLease | None = None
+                 ) -> None:
         self.store = store
         self.config = config
+        self.lease = lease
         self.seen = SeenIds(config.dedup_ids_per_partition)
         self.cache = RowCache(config.cache_max_cells, config.half_life_ms)
 
@@ -296,7 +299,10 @@ class GraphProcessor:
         """Write every changed row (graph rows, then session rows); returns rows written. On a
         SinkError the rows stay pending and the next flush writes them again."""
         written = 0
-        for writes in self.cache.pending_writes():  # sessions only once the graph rows are in
+        pending = self.cache.pending_writes()
+        if self.lease is not None and any(pending):
+            self.lease.check()
+        for writes in pending:  # sessions only once the graph rows are in
             if writes:
                 self.store.write_batch(writes)
                 self.cache.written(writes)

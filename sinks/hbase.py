@@ -33,6 +33,7 @@ Row = dict[bytes, bytes]
 DEPENDENCY = "hbase"
 PINS_TABLE = "pins"
 GRAPH_TABLE = "graph"
+WRITERS_TABLE = "writers"  # epochs of single-writer stages (the graph stage): fencing tokens
 # One version per cell: with the event time as the cell timestamp, HBase itself keeps the newest
 # event whatever order writes arrive in (replays, redeliveries, the reconciler re-driving).
 # happybase's descriptor defaults switch the block cache off; metadata is what reads hit. Vectors
@@ -41,6 +42,7 @@ _CACHED = {"max_versions": 1, "block_cache_enabled": True, "bloom_filter_type": 
 TABLE_FAMILIES: dict[str, dict[str, dict[str, Any]]] = {
     PINS_TABLE: {"m": _CACHED, "e": {**_CACHED, "block_cache_enabled": False}, "s": _CACHED},
     GRAPH_TABLE: {"n": _CACHED},
+    WRITERS_TABLE: {"w": {"max_versions": 1}},
 }
 EMBEDDING_DTYPE = np.dtype("<f4")
 STATUS_READY = b"ready"
@@ -332,7 +334,8 @@ class PinStore:
         return self._call("match_text", scan, 0)
 
     def ensure_tables(self) -> None:
-        """Create the pins and graph tables when missing; an existing one must have our families."""
+        """Create our tables (pins, graph, writers) when missing; an existing one must have our
+        families."""
 
         def ensure(conn: Connection) -> None:
             existing = {name.decode() for name in conn.tables()}

@@ -15,6 +15,7 @@ from sinks.hbase import (
     DEPENDENCY,
     GRAPH_TABLE,
     NEIGHBOUR_VALUE,
+    WRITERS_TABLE,
     Connection,
     PinStore,
     neighbour_column,
@@ -37,6 +38,8 @@ SESSION_PREFIX = "session"
 APPLIED_COLUMN = "~applied"
 _APPLIED_CELL = neighbour_column(APPLIED_COLUMN)
 _ROWS_PER_GET = 1000
+_WRITER_ROW = b"graph"
+_EPOCH_CELL = b"w:epoch"
 
 
 def node_key(node_type: NodeType, node_id: str) -> str:
@@ -196,6 +199,19 @@ class GraphStore:
 
     def ensure_tables(self) -> None:
         self._hbase.ensure_tables()
+
+    # --- the single writer ------------------------------------------------------------------
+
+    def claim_writer(self) -> int:
+        """A new writer epoch of the graph (an atomic HBase increment): from now on, a writer
+        holding an older epoch must stop writing."""
+        return int(self._call("claim_writer", lambda conn: conn.table(WRITERS_TABLE).counter_inc(
+            _WRITER_ROW, _EPOCH_CELL), 1))
+
+    def writer_epoch(self) -> int:
+        """The newest claimed writer epoch (0 when none was ever claimed)."""
+        return int(self._call("writer_epoch", lambda conn: conn.table(WRITERS_TABLE).counter_get(
+            _WRITER_ROW, _EPOCH_CELL), 1))
 
     # --- reads --------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import faust
 from faust.streams import Stream
 from faust.types import EventT, StreamT
 
+from processors.graph_writer import GraphWriterFenced
 from streams.deadletter import RawRecord
 from streams.settings import Settings
 from streams.topics import PINS_CREATED, PINS_INTERACTIONS
@@ -114,7 +115,13 @@ def create_app(settings: Settings) -> PinstreamApp:
             runtime = app.runtime
             if runtime is None:
                 raise RuntimeError("worker runtime not running")
-            await runtime.interactions.process([raw_from_event(e) for e in events])
+            try:
+                await runtime.interactions.process([raw_from_event(e) for e in events])
+            except GraphWriterFenced as exc:
+                # A newer worker writes the graph now: stop before writing from a stale cache.
+                log.critical("%s", exc)
+                await app.crash(exc)
+                return
 
     @app.task
     async def refresh_feeds() -> None:

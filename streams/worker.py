@@ -17,6 +17,7 @@ from processors.embed import ImageDecoder, PinEmbedStage, make_batch_function
 from processors.feed import FeedComputer, FeedParams, FeedService
 from processors.feed_embeddings import LiveIndex
 from processors.graph import GraphConfig, GraphProcessor
+from processors.graph_writer import WriterLease
 from processors.index_live import IndexFollower
 from processors.interactions import InteractionStage
 from processors.model import EMBEDDING_DIM, Embedder
@@ -114,7 +115,8 @@ def build_interaction_stage(settings: Settings, producer: EventProducer, codec: 
     computer = FeedComputer(graph_store, embeddings=embeddings, similar=embeddings, trending=cache,
                             preferences=cache, params=FeedParams.from_settings(settings))
     return InteractionStage(
-        graph=GraphProcessor(graph_store, GraphConfig.from_settings(settings)),
+        graph=GraphProcessor(graph_store, GraphConfig.from_settings(settings),
+                             lease=WriterLease(graph_store)),
         feeds=FeedService(computer, cache), cache=cache, producer=producer,
         emitter=ReconciliationEmitter(producer, secrets=settings_secrets(settings)), codec=codec,
         refresh_interval_s=settings.feed_refresh_interval_s,

@@ -168,3 +168,14 @@ def test_an_unreachable_hbase_is_a_sink_error(settings: Settings) -> None:
     with pytest.raises(SinkError):
         dead.write_batch([RowWrite("user:u1", {"pin:p1": Edge(1.0, 0)})])
     dead.close()
+
+
+def test_writer_epochs_are_atomic_increments_in_hbase(store: GraphStore, settings: Settings) -> None:
+    other = GraphStore.from_settings(settings, timeout_s=10.0)
+    try:
+        assert store.writer_epoch() == 0
+        first, second = store.claim_writer(), other.claim_writer()
+        assert (first, second) == (1, 2)
+        assert store.writer_epoch() == other.writer_epoch() == 2
+    finally:
+        other.close()
