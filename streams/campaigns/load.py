@@ -268,15 +268,21 @@ def _drain(sampler: _Sampler, result: LoadResult, timeout_s: float, settle_s: fl
         consumer.close()
 
 
-def run_load(workdir: Path, plan: LoadPlan, progress: Progress, *, keep: bool = False) -> LoadResult:
+def load_worker(workdir: Path) -> LocalWorker:
+    """A worker on a private namespace with its metrics endpoint on (what the campaign samples)."""
+    return LocalWorker(workdir, metrics_port=free_port(), feed_refresh_interval_s=1.0)
+
+
+def run_load(worker: LocalWorker, plan: LoadPlan, progress: Progress) -> LoadResult:
+    """Start `worker` (from `load_worker`), drive it, check the invariants, stop it. The caller
+    owns the namespace (`worker.cleanup()`)."""
     result = LoadResult(plan)
     tag = uuid.uuid4().hex[:6]
-    metrics_port = free_port()
-    worker = LocalWorker(workdir, metrics_port=metrics_port, feed_refresh_interval_s=1.0)
     try:
         progress("starting the worker (model load, index catch-up)")
         worker.start()
-        sampler = _Sampler(worker, f"http://127.0.0.1:{metrics_port}/metrics", result)
+        metrics_url = f"http://127.0.0.1:{worker.settings.metrics_port}/metrics"
+        sampler = _Sampler(worker, metrics_url, result)
         sampler.start()
         progress(f"publishing {plan.pins} pins and one with a corrupt image")
         _publish_pins(worker, plan, tag)
@@ -297,6 +303,4 @@ def run_load(workdir: Path, plan: LoadPlan, progress: Progress, *, keep: bool = 
         result.dead_letters = facts.dead_letter_reasons
     finally:
         worker.stop()
-        if not keep:
-            worker.cleanup()
     return result

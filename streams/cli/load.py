@@ -39,13 +39,18 @@ def load(rate: float, spike_factor: float, warmup_s: float, sustained_s: float, 
     then check the invariants (`pinstream verify`). Passes when memory stays bounded, lag
     recovers after the spike, no pool is exhausted, and nothing is lost or double-counted."""
     from streams.bench.report import default_result_path, write_json
-    from streams.campaigns.load import LoadPlan, run_load
+    from streams.campaigns.load import LoadPlan, load_worker, run_load
 
     plan = LoadPlan(rate=rate, spike_factor=spike_factor, warmup_s=warmup_s, sustained_s=sustained_s,
                     spike_s=spike_s, recovery_s=recovery_s, pins=pins, users=users, seed=seed,
                     memory_ratio_limit=memory_ratio)
     with tempfile.TemporaryDirectory(prefix="pinstream-load-") as workdir:
-        result = run_load(Path(workdir), plan, err, keep=keep)
+        worker = load_worker(Path(workdir))
+        try:
+            result = run_load(worker, plan, err)
+        finally:
+            if not keep:
+                worker.cleanup()
     payload = result.to_json(" ".join(["pinstream", *sys.argv[1:]]))
     path = write_json(out or default_result_path("load"), payload)
     screen = console()

@@ -3,8 +3,11 @@ generated inputs with 0 crashes, rejections carry reasons, and the runner does c
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from streams.campaigns.coverage import BYTE_TARGETS, run_coverage
 from streams.campaigns.fuzz import Target, campaign_targets, run_target
 from streams.campaigns.strategies import HOSTILE_IMAGES
 from streams.settings import load_settings
@@ -32,3 +35,10 @@ def test_an_unexpected_exception_or_a_missing_reason_counts_as_a_crash() -> None
     assert result.crashes > 0 and result.accepted > 0
     assert result.crashes + result.accepted == result.examples
     assert "ValueError: odd" in result.crash_examples[0]
+
+
+def test_coverage_guided_runs_of_every_byte_target_find_no_crash(tmp_path: Path) -> None:
+    runs = run_coverage(8, lambda line: None, tmp_path / "crashes")
+    assert [run.target for run in runs] == list(BYTE_TARGETS)
+    assert all(run.runs > 100 and run.coverage > 0 and not run.crashed for run in runs), runs
+    assert not list((tmp_path / "crashes").iterdir())
