@@ -10,14 +10,7 @@ import pytest
 from processors.backoff import FullJitterBackoff
 from processors.breaker import BreakerConfig, Breakers, BreakerState, CircuitBreaker
 from streams.metrics import REGISTRY
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.test_ratelimit import FakeClock
 
 
 def test_full_jitter_delays_stay_within_the_doubling_ceiling_and_the_cap() -> None:

@@ -50,17 +50,11 @@ from streams.topics import (
     TopicSpec,
 )
 from tests.unit.test_graph import CONFIG, T0, MemoryStore, interaction
+from tests.unit.test_ratelimit import FakeClock
 
 CODEC = AvroCodec()
 TOPIC = "ops.reconciliation.v1"
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
