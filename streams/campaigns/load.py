@@ -67,6 +67,8 @@ class LoadResult:
     phase_ends_s: dict[str, float] = field(default_factory=dict)
     samples: list[Sample] = field(default_factory=list)
     drained_after_s: float | None = None
+    missed_samples: int = 0
+    last_sample_error: str | None = None
     verdict: Verdict | None = None
     dead_letters: dict[str, int] = field(default_factory=dict)
 
@@ -144,6 +146,7 @@ class LoadResult:
                     "drained_after_traffic_s": self.drained_after_s},
             "pools": {"usage_max": self.pool_usage_max, "exhausted": self.pools_exhausted,
                       "leaks": self.pool_leaks},
+            "missed_samples": self.missed_samples, "last_sample_error": self.last_sample_error,
             "invariants": self.verdict.to_json() if self.verdict else None,
             "dead_letters": self.dead_letters,
             "samples": [{"at_s": s.at_s, "phase": s.phase, "rss_mib": _mib(s.rss_bytes), "lag": s.lag,
@@ -169,7 +172,6 @@ class _Sampler:
         self.result = result
         self.phase = "warmup"
         self.started = time.monotonic()
-        self.error: Exception | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -185,9 +187,9 @@ class _Sampler:
                 self.result.samples.append(Sample(
                     self.elapsed(), self.phase, rss_bytes(self.pid), total_lag(self.settings, self.group),
                     pool_samples(self.metrics_url)))
-            except Exception as exc:  # reported once the run ends; a campaign must not hang
-                self.error = exc
-                return
+            except Exception as exc:  # a store or the broker restarting: the sample is missed
+                self.result.missed_samples += 1
+                self.result.last_sample_error = f"{type(exc).__name__}: {exc}"[:300]
 
     def stop(self) -> None:
         self._stop.set()
@@ -242,13 +244,21 @@ def _drive(producer: EventProducer, stream: Iterator[PinInteraction], seconds: f
     result.phase_ends_s[phase] = sampler.elapsed()
 
 
+def _quietly(read: Callable[[], int]) -> int | None:
+    """A figure read from Kafka, or None while the broker does not answer (it may be restarting)."""
+    try:
+        return read()
+    except Exception:
+        return None
+
+
 def _drain(sampler: _Sampler, result: LoadResult, timeout_s: float, settle_s: float) -> None:
     """Wait for the worker's lag to reach 0, then for the coalesced feed refreshes to settle."""
     sampler.phase = "drain"
     traffic_end = sampler.elapsed()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if total_lag(sampler.settings, sampler.group) == 0:
+        if _quietly(lambda: total_lag(sampler.settings, sampler.group)) == 0:
             result.drained_after_s = round(sampler.elapsed() - traffic_end, 1)
             break
         time.sleep(1.0)
@@ -256,10 +266,12 @@ def _drain(sampler: _Sampler, result: LoadResult, timeout_s: float, settle_s: fl
     consumer = plain_consumer(sampler.settings, "load-settle")
     topic = sampler.settings.topic(FEEDS_UPDATED.name)
     try:
-        last, stable_since = -1, time.monotonic()
+        last: int | None = -1
+        stable_since = time.monotonic()
         while time.monotonic() < deadline:
-            end = sum(watermarks(consumer, topic, p).high for p in partitions_of(consumer, topic))
-            if end != last:
+            end = _quietly(lambda: sum(watermarks(consumer, topic, p).high
+                                       for p in partitions_of(consumer, topic)))
+            if end is None or end != last:
                 last, stable_since = end, time.monotonic()
             elif time.monotonic() - stable_since >= settle_s:
                 return
@@ -295,8 +307,6 @@ def run_load(worker: LocalWorker, plan: LoadPlan, progress: Progress) -> LoadRes
         _drain(sampler, result, plan.drain_timeout_s,
                settle_s=3 * worker.settings.feed_refresh_interval_s + 3)
         sampler.stop()
-        if sampler.error is not None:
-            raise sampler.error
         progress("checking the invariants")
         verdict, facts = verify_namespace(worker.settings, worker_url=worker.url)
         result.verdict = verdict
