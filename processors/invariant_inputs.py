@@ -143,6 +143,7 @@ def read_topics(settings: Settings, codec: AvroCodec) -> TopicFacts:
         if isinstance(event, Reconciliation):
             _note_reconciliation(event, facts)
     created_topic = settings.topic(PINS_CREATED.name)
+    reconciliation_topic = settings.topic(RECONCILIATION.name)
     for record in read_to_end(settings, DEADLETTER.name):
         headers = dict(record.headers)
         reason = headers.get(HEADER_DLQ_REASON, b"unknown").decode(errors="replace")
@@ -152,7 +153,23 @@ def read_topics(settings: Settings, codec: AvroCodec) -> TopicFacts:
         facts.dead_letter_reasons[label] = facts.dead_letter_reasons.get(label, 0) + 1
         if origin == created_topic and record.key is not None:
             facts.pins.dead_lettered[record.key.decode(errors="replace")] = reason
+        elif origin == reconciliation_topic:
+            _note_exhausted(record, reason, codec, facts)
     return facts
+
+
+def _note_exhausted(record: RawRecord, reason: str, codec: AvroCodec, facts: TopicFacts) -> None:
+    """A reconciler's dead letter (its value is the last Reconciliation): the entity now sits in
+    the dead-letter topic with a reason."""
+    try:
+        event = codec.decode_event(record.value or b"")
+    except ContractError:
+        return
+    if isinstance(event, Reconciliation):
+        if event.entity_type == "pin":
+            facts.pins.dead_lettered[event.entity_id] = reason
+        elif event.stage is Stage.FEED and event.entity_type == "user":
+            facts.reconciling_users.add(event.entity_id)
 
 
 def _note_reconciliation(event: Reconciliation, facts: TopicFacts) -> None:
