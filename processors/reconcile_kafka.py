@@ -144,8 +144,12 @@ async def run(reconciler: Reconciler, source: RecordSource, producer: Outbound, 
                 log.warning("%s", exc)
                 reconciler.restore(offsets)
             else:
-                source.commit(offsets)
-                report.commits += 1
+                try:
+                    source.commit(offsets)
+                    report.commits += 1
+                except PinstreamError as exc:  # the broker is away: commit these with the next ones
+                    log.warning("%s", exc)
+                    reconciler.restore(offsets)
         source.pause_only(reconciler.full())
         if records or reconciler.held():
             idle_since = time.monotonic()

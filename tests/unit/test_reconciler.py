@@ -516,3 +516,20 @@ def test_batches_hold_distinct_entities_and_commits_wait_for_a_failed_head() -> 
     assert redriver.batches[1:] == [["a", "b", "d"]]
     assert reconciler.committable() == {(TOPIC, 0): 5}  # past the highest finished offset
     assert reconciler.held() == 0
+
+
+def test_a_failed_commit_is_retried_with_the_next_one_not_fatal() -> None:
+    from processors.reconcile_kafka import run
+
+    class FlakySource(FakeSource):
+        def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+            if not self.commits and not getattr(self, "failed_once", False):
+                self.failed_once = True
+                raise PinstreamError("commit failed for group g: broker down")
+            super().commit(offsets)
+
+    reconciler, _, _ = make(FakeRedriver())
+    source = FlakySource([[raw(reconciliation("p1"), 0)], [], [raw(reconciliation("p2"), 1)]])
+    report = asyncio.run(run(reconciler, source, FakeOutbound(), stop=asyncio.Event(), idle_exit_s=0.3))
+    assert report.finished == 2
+    assert source.commits == [{(TOPIC, 0): 1}, {(TOPIC, 0): 2}]  # the failed commit was made again
