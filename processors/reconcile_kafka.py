@@ -77,10 +77,11 @@ class ReconciliationSource:
             elif err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                 raise PinstreamError(f"topic {self.topic} not found: run `pinstream topics apply` "
                                      "(with the same PINSTREAM_TOPIC_PREFIX)")
+            elif err.fatal():
+                raise PinstreamError(f"reconciliation consumer: {err.str()}")
             elif err.code() != KafkaError._PARTITION_EOF:
-                if err.fatal() or not err.retriable():
-                    raise PinstreamError(f"reconciliation consumer: {err.str()}")
-                log.warning("transient consumer error: %s", err.str())
+                # The broker away (transport, all brokers down): librdkafka reconnects by itself.
+                log.warning("consumer error, going on: %s", err.str())
         return records
 
     def pause_only(self, full: set[Partition]) -> None:
