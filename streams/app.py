@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import ssl
 from typing import Any
 
@@ -118,9 +120,10 @@ def create_app(settings: Settings) -> PinstreamApp:
             try:
                 await runtime.interactions.process([raw_from_event(e) for e in events])
             except GraphWriterFenced as exc:
-                # A newer worker writes the graph now: stop before writing from a stale cache.
+                # A newer worker writes the graph now: nothing more from this cache; the worker
+                # stops the way SIGTERM stops it (in-flight batches of other agents finish).
                 log.critical("%s", exc)
-                await app.crash(exc)
+                os.kill(os.getpid(), signal.SIGTERM)
                 return
 
     @app.task
