@@ -21,13 +21,13 @@ from processors.invariant_inputs import verify_namespace
 from processors.invariants import Verdict
 from streams.bench.report import code_revision, machine_info, percentile
 from streams.blobs import BlobStore
-from streams.campaigns.sampling import Sample, pool_samples, rss_bytes, total_lag
+from streams.campaigns.sampling import LagReader, Sample, pool_samples, rss_bytes
 from streams.events import InteractionAction, PinInteraction
 from streams.localworker import LocalWorker, free_port
 from streams.offsets import partitions_of, plain_consumer, watermarks
 from streams.producer import EventProducer, PinProducer
 from streams.ratelimit import RateLimiter
-from streams.topics import FEEDS_UPDATED, PINS_INTERACTIONS
+from streams.topics import FEEDS_UPDATED, PINS_CREATED, PINS_INTERACTIONS
 from streams.workload.images import render_pin_image
 from streams.workload.population import build_world
 from streams.workload.sessions import iter_interactions
@@ -167,7 +167,9 @@ class _Sampler:
         assert worker.process is not None
         self.pid = worker.process.pid
         self.settings = worker.settings
-        self.group = f"{worker.settings.topic_prefix}pinstream-worker"  # faust's group = app id
+        topics = [worker.settings.topic(PINS_CREATED.name), worker.settings.topic(PINS_INTERACTIONS.name)]
+        # faust's consumer group is its app id
+        self.lag = LagReader(worker.settings, f"{worker.settings.topic_prefix}pinstream-worker", topics)
         self.metrics_url = metrics_url
         self.result = result
         self.phase = "warmup"
@@ -185,7 +187,7 @@ class _Sampler:
         while not self._stop.wait(1.0):
             try:
                 self.result.samples.append(Sample(
-                    self.elapsed(), self.phase, rss_bytes(self.pid), total_lag(self.settings, self.group),
+                    self.elapsed(), self.phase, rss_bytes(self.pid), self.lag.lag(),
                     pool_samples(self.metrics_url)))
             except Exception as exc:  # a store or the broker restarting: the sample is missed
                 self.result.missed_samples += 1
@@ -193,7 +195,8 @@ class _Sampler:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(10)
+        self._thread.join(30)
+        self.lag.close()
 
 
 def _interactions(plan: LoadPlan, tag: str) -> Iterator[PinInteraction]:
@@ -258,7 +261,7 @@ def _drain(sampler: _Sampler, result: LoadResult, timeout_s: float, settle_s: fl
     traffic_end = sampler.elapsed()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if _quietly(lambda: total_lag(sampler.settings, sampler.group)) == 0:
+        if _quietly(sampler.lag.lag) == 0:
             result.drained_after_s = round(sampler.elapsed() - traffic_end, 1)
             break
         time.sleep(1.0)

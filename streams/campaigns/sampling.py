@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.errors import PinstreamError
-from streams.groups import group_lag
+from streams.offsets import partitions_of, plain_consumer, watermarks
 from streams.settings import Settings
 
 
@@ -46,9 +48,31 @@ def rss_bytes(pid: int) -> int:
     raise PinstreamError(f"no VmRSS line for process {pid}")
 
 
-def total_lag(settings: Settings, group: str) -> int:
-    """Records between the group's committed offsets and the ends of its topics."""
-    return sum(row.lag for row in group_lag(settings, group))
+class LagReader:
+    """The lag of one consumer group over given topics, through one admin client and one consumer
+    kept for the whole campaign (a client a second, dropped while a request to a restarting
+    broker is in flight, is what librdkafka does not survive)."""
+
+    def __init__(self, settings: Settings, group: str, topics: list[str]) -> None:
+        self.group = group
+        self._admin = AdminClient(settings.kafka_common())
+        self._consumer = plain_consumer(settings, "load-lag")
+        self._partitions = [(topic, p) for topic in topics for p in partitions_of(self._consumer, topic)]
+
+    def lag(self) -> int:
+        """Records between the group's committed offsets (0 where none) and the log ends."""
+        request = [ConsumerGroupTopicPartitions(self.group)]
+        answer = self._admin.list_consumer_group_offsets(request, request_timeout=10)[self.group]
+        committed = {(tp.topic, tp.partition): tp.offset
+                     for tp in answer.result(timeout=15).topic_partitions or [] if tp.offset >= 0}
+        total = 0
+        for topic, partition in self._partitions:
+            marks = watermarks(self._consumer, topic, partition)
+            total += marks.high - committed.get((topic, partition), 0)
+        return total
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 def pool_samples(metrics_url: str) -> dict[str, PoolSample]:

@@ -3,6 +3,7 @@ private namespace of the local stack; JSON under bench/results/, exit code 1 whe
 
 from __future__ import annotations
 
+import faulthandler
 import sys
 import tempfile
 from pathlib import Path
@@ -41,6 +42,7 @@ def load(rate: float, spike_factor: float, warmup_s: float, sustained_s: float, 
     from streams.bench.report import default_result_path, write_json
     from streams.campaigns.load import LoadPlan, load_worker, run_load
 
+    faulthandler.enable()  # a native crash under a broker restart leaves its stack behind
     plan = LoadPlan(rate=rate, spike_factor=spike_factor, warmup_s=warmup_s, sustained_s=sustained_s,
                     spike_s=spike_s, recovery_s=recovery_s, pins=pins, users=users, seed=seed,
                     memory_ratio_limit=memory_ratio)
