@@ -12,6 +12,7 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.errors import PinstreamError
+from streams.groups import group_lag
 from streams.offsets import partitions_of, plain_consumer, watermarks
 from streams.settings import Settings
 
@@ -46,6 +47,12 @@ def rss_bytes(pid: int) -> int:
     except OSError as exc:
         raise PinstreamError(f"cannot read the RSS of process {pid}: {exc}") from exc
     raise PinstreamError(f"no VmRSS line for process {pid}")
+
+
+def total_lag(settings: Settings, group: str) -> int:
+    """Records between the group's committed offsets and the ends of its topics (one-off read;
+    a campaign sampling each second keeps a `LagReader`)."""
+    return sum(row.lag for row in group_lag(settings, group))
 
 
 class LagReader:
