@@ -27,6 +27,7 @@ from streams.localworker import LocalWorker, free_port
 from streams.offsets import partitions_of, plain_consumer, watermarks
 from streams.producer import EventProducer, PinProducer
 from streams.ratelimit import RateLimiter
+from streams.stack import manager
 from streams.topics import FEEDS_UPDATED, PINS_CREATED, PINS_INTERACTIONS
 from streams.workload.images import render_pin_image
 from streams.workload.population import build_world
@@ -68,6 +69,7 @@ class LoadResult:
     samples: list[Sample] = field(default_factory=list)
     drained_after_s: float | None = None
     missed_samples: int = 0
+    servers_restarted: list[str] = field(default_factory=list)  # stack pids changed during the run
     last_sample_error: str | None = None
     verdict: Verdict | None = None
     dead_letters: dict[str, int] = field(default_factory=dict)
@@ -147,6 +149,7 @@ class LoadResult:
             "pools": {"usage_max": self.pool_usage_max, "exhausted": self.pools_exhausted,
                       "leaks": self.pool_leaks},
             "missed_samples": self.missed_samples, "last_sample_error": self.last_sample_error,
+            "servers_restarted_during_run": self.servers_restarted,
             "invariants": self.verdict.to_json() if self.verdict else None,
             "dead_letters": self.dead_letters,
             "samples": [{"at_s": s.at_s, "phase": s.phase, "rss_mib": _mib(s.rss_bytes), "lag": s.lag,
@@ -283,6 +286,10 @@ def _drain(sampler: _Sampler, result: LoadResult, timeout_s: float, settle_s: fl
         consumer.close()
 
 
+def _stack_pids() -> dict[str, int | None]:
+    return {service.name: service.pid for service in manager.status()}
+
+
 def load_worker(workdir: Path) -> LocalWorker:
     """A worker on a private namespace with its metrics endpoint on (what the campaign samples)."""
     return LocalWorker(workdir, metrics_port=free_port(), feed_refresh_interval_s=1.0)
@@ -293,6 +300,9 @@ def run_load(worker: LocalWorker, plan: LoadPlan, progress: Progress) -> LoadRes
     owns the namespace (`worker.cleanup()`)."""
     result = LoadResult(plan)
     tag = uuid.uuid4().hex[:6]
+    # The stack is shared: a server restarted meanwhile (by hand, by a fault campaign) is a fault
+    # this campaign did not plan, and its verdict must say so.
+    pids_before = _stack_pids()
     try:
         progress("starting the worker (model load, index catch-up)")
         worker.start()
@@ -314,6 +324,8 @@ def run_load(worker: LocalWorker, plan: LoadPlan, progress: Progress) -> LoadRes
         verdict, facts = verify_namespace(worker.settings, worker_url=worker.url)
         result.verdict = verdict
         result.dead_letters = facts.dead_letter_reasons
+        result.servers_restarted = sorted(name for name, pid in _stack_pids().items()
+                                          if pid != pids_before.get(name))
     finally:
         worker.stop()
     return result

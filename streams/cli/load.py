@@ -70,6 +70,9 @@ def load(rate: float, spike_factor: float, warmup_s: float, sustained_s: float, 
                      f"double_counted={verdict.double_counted}; dead letters {result.dead_letters}")
         for check in verdict.checks:
             screen.print(f"  {'PASS' if check.ok else 'FAIL'} {check.name}: {dict(check.counts)}")
+    if result.servers_restarted:
+        screen.print(f"servers restarted during the run (faults this campaign did not plan): "
+                     f"{', '.join(result.servers_restarted)}")
     screen.print(f"{'PASS' if result.ok else 'FAIL'}; written to {path}")
     if not result.ok:
         sys.exit(1)
