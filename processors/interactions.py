@@ -1,6 +1,10 @@
 """The interaction stage: pins.interactions.v1 (and pin->board edges from pins.created.v1) ->
 graph rows in HBase + GraphEdgeDelta records, trending, targeted feed invalidation on hides, and
 coalesced feed refreshes (at most one per user per interval) published as FeedUpdated.
+
+A refresh owed to a user outlives the worker: before a batch is acknowledged its users are marked
+stale in Redis (or, with Redis down, handed to the reconciler), the mark is cleared once the feed
+is written, and a starting worker refreshes every user still marked.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ FEED_REFRESH_LAG = Histogram(
     buckets=(0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=REGISTRY,
 )
 _SETTLE_TIMEOUT_S = 60.0
+_RECOVER_LIMIT = 100_000  # stale users taken over at start (bounded; the rest on the next start)
 
 
 @dataclass
@@ -94,6 +99,10 @@ class InteractionStage:
         self.plan = RefreshPlan(refresh_interval_s)
         self.refresh_threads = refresh_threads
         self.woken = asyncio.Event()
+        self.recovered = False  # the stale marks left by earlier workers are taken over
+        # Users whose refresh went to the reconciler while Redis was down: one record each per
+        # outage, not one per batch (cleared by the next successful Redis write).
+        self._handed_over: set[str] = set()
 
     async def process(self, records: Sequence[RawRecord]) -> InteractionReport:
         report = InteractionReport(received=len(records))
@@ -154,8 +163,10 @@ class InteractionStage:
 
     async def _update_cache(self, interactions: list[PinInteraction], report: InteractionReport) -> None:
         hides = [e for e in interactions if e.action == InteractionAction.HIDE]
+        users = sorted({e.user_id for e in interactions})
 
         def write() -> None:
+            self.cache.mark_stale(users)  # first: the durable record of the refreshes owed
             self.cache.add_interactions(interactions)
             for hide in hides:  # at once, not at the next refresh or the TTL
                 self.cache.remove_pin(hide.user_id, hide.pin_id)
@@ -165,15 +176,46 @@ class InteractionStage:
         try:
             await asyncio.to_thread(write)
             report.hides = len(hides)
+            self._handed_over.clear()
         except SinkError as exc:
-            log.warning("trending/hide invalidation not applied: %s", exc)
-            for hide in hides:
+            log.warning("stale marks/trending/hide invalidation not applied: %s", exc)
+            for hide in hides:  # each hide keeps its event, so the re-drive can apply it
                 self.emitter.report(exc, stage=Stage.FEED, entity_type="user", entity_id=hide.user_id,
                                     payload=self.codec.encode_event(hide), dependency="redis")
             report.reconciliations += len(hides)
+            hidden = {hide.user_id for hide in hides}
+            self._handed_over.update(hidden)
+            for user in users:
+                report.reconciliations += self._hand_over(user, exc)
+
+    def _hand_over(self, user_id: str, exc: SinkError) -> int:
+        """Ask the reconciler to rewrite the user's feed, once per Redis outage; 1 if asked now."""
+        if user_id in self._handed_over:
+            return 0
+        self._handed_over.add(user_id)
+        self.emitter.report(exc, stage=Stage.FEED, entity_type="user", entity_id=user_id, payload=None,
+                            dependency="redis")
+        return 1
+
+    async def recover_stale(self) -> int:
+        """Take over the refreshes that earlier workers owed (marked stale, never cleared);
+        returns how many users were marked here. False `recovered` until Redis answers."""
+        users = await asyncio.to_thread(self.cache.stale_users, _RECOVER_LIMIT)
+        for user in users:
+            self.plan.mark(user, None)
+        self.recovered = True
+        if users:
+            log.info("feeds: %d refreshes owed by an earlier worker taken over", len(users))
+            self.woken.set()
+        return len(users)
 
     async def refresh_when_woken(self, max_wait_s: float) -> list[FeedResult]:
         """Wait for the next processed batch (or `max_wait_s`), then refresh the feeds due."""
+        if not self.recovered:
+            try:
+                await self.recover_stale()
+            except SinkError as exc:
+                log.warning("feeds: stale marks not read yet (%s); trying again", exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.woken.wait(), timeout=max_wait_s)
         self.woken.clear()
@@ -193,7 +235,13 @@ class InteractionStage:
 
         async def refresh(chunk: list[str]) -> list[FeedResult]:
             async with gate:
+                computed_at = time.time()
                 results = await asyncio.to_thread(self.feeds.refresh, chunk)
+                cached = [r.user_id for r in results if not r.needs_reconciliation]
+                try:
+                    await asyncio.to_thread(self.cache.clear_stale, cached, computed_at=computed_at)
+                except SinkError as exc:  # harmless: they are refreshed again by the next start
+                    log.warning("feeds: stale marks not cleared: %s", exc)
             self._announce(results, users)
             return results
 
@@ -224,8 +272,7 @@ class InteractionStage:
 
     def _reconcile_uncached(self, result: FeedResult) -> None:
         if result.needs_reconciliation and result.cache_error is not None:
-            self.emitter.report(result.cache_error, stage=Stage.FEED, entity_type="user",
-                                entity_id=result.user_id, payload=None, dependency="redis")
+            self._hand_over(result.user_id, result.cache_error)
 
     async def _settle(self) -> None:
         failed_before = self.producer.failed

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -68,6 +68,19 @@ return ref
 """
 _TRENDING_ADD_SHA1 = hashlib.sha1(_TRENDING_ADD.encode(), usedforsecurity=False).hexdigest()
 
+# Unmark users whose feed was written from a state at least as new as their mark; a user marked
+# again meanwhile (a newer score) stays marked.
+_STALE_CLEAR = """
+local cleared = 0
+for i = 1, #ARGV - 1 do
+  local marked = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if marked and tonumber(marked) <= tonumber(ARGV[#ARGV]) then
+    cleared = cleared + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return cleared
+"""
+
 
 class FeedCache:
     """`feed:<user>` sorted sets (reasons in `feedr:<user>`), `prefs:<user>` and `trending`, keys
@@ -77,7 +90,7 @@ class FeedCache:
                  feed_ttl_s: int = 900, prefs_ttl_s: int = 7 * 86_400,
                  trending_half_life_s: float = 6 * 3600.0, trending_max_pins: int = 10_000,
                  trending_weights: Mapping[InteractionAction, float] = TRENDING_WEIGHTS,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, stale_key: str | None = None) -> None:
         if feed_size < 1 or feed_ttl_s < 1 or prefs_ttl_s < 1 or trending_max_pins < 1:
             raise ConfigError("feed size, TTLs and trending_max_pins must be >= 1")
         if trending_half_life_s <= 0:
@@ -93,6 +106,10 @@ class FeedCache:
         self.clock = clock
         self.trending_key = f"{key_prefix}trending"
         self.trending_ref_key = f"{key_prefix}trending:ref"
+        # Users whose feed must be refreshed (scored by when they were marked): written before
+        # their interactions are acknowledged, so a worker that dies before the refresh leaves
+        # the work here for the next one.
+        self.stale_key = stale_key or f"{key_prefix}feeds:stale"
 
     @classmethod
     def from_settings(cls, settings: Settings, *, key_prefix: str = "", timeout_s: float = 2.0,
@@ -103,7 +120,8 @@ class FeedCache:
                    feed_size=settings.feed_size, feed_ttl_s=settings.feed_ttl_s,
                    prefs_ttl_s=settings.feed_prefs_ttl_s,
                    trending_half_life_s=settings.trending_half_life_s,
-                   trending_max_pins=settings.trending_max_pins)
+                   trending_max_pins=settings.trending_max_pins,
+                   stale_key=f"{key_prefix}feeds:stale:{settings.topic_prefix}")
 
     def feed_key(self, user_id: str) -> str:
         return f"{self.prefix}feed:{user_id}"
@@ -197,6 +215,28 @@ class FeedCache:
             return _decoded(conn.zrevrange(self.prefs_key(user_id), 0, -1, withscores=True))
 
         return self._call("preferences", read)
+
+    # --- feeds owed a refresh ----------------------------------------------------------------
+
+    def mark_stale(self, users: Iterable[str]) -> None:
+        """Record that these users' feeds must be refreshed (durably, before the ack)."""
+        now = _ms(self.clock())
+        marks = {user: now for user in users}
+        if marks:
+            self._call("mark_stale", lambda conn: conn.zadd(self.stale_key, marks))
+
+    def clear_stale(self, users: Sequence[str], *, computed_at: float) -> int:
+        """Unmark users whose feeds were written from state read at `computed_at` (epoch s) or
+        later; returns how many were unmarked."""
+        if not users:
+            return 0
+        return int(self._call("clear_stale", lambda conn: conn.eval(
+            _STALE_CLEAR, 1, self.stale_key, *users, _ms(computed_at))))
+
+    def stale_users(self, limit: int) -> list[str]:
+        """Up to `limit` users still owed a refresh, longest waiting first."""
+        members = self._call("stale_users", lambda conn: conn.zrange(self.stale_key, 0, limit - 1))
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
 
     # --- trending -----------------------------------------------------------------------------
 

@@ -167,7 +167,11 @@ def _converge(worker: LocalWorker, result: ChaosResult, quiet_since: float, prog
         lag = {group: _lag(settings, group) for group in groups}
         if all(value == 0 for value in lag.values()) and time.monotonic() - last_check >= _VERIFY_EVERY_S:
             last_check = time.monotonic()
-            verdict, facts = verify_namespace(settings, worker_url=worker.url)
+            try:
+                verdict, facts = verify_namespace(settings, worker_url=worker.url)
+            except PinstreamError as exc:  # a store blinked while being read: read again later
+                progress(f"verify could not read everything ({exc}); trying again")
+                continue
             result.verify_rounds += 1
             result.verdict, result.dead_letters = verdict, facts.dead_letter_reasons
             if verdict.ok:

@@ -18,6 +18,7 @@ from streams.campaigns.chaos_plan import Fault
 from streams.errors import PinstreamError
 from streams.localworker import LocalWorker
 from streams.stack import manager
+from streams.stack.model import Action
 
 Progress = Callable[[str], None]
 _RESTART_PAUSE_S = 1.0
@@ -153,14 +154,19 @@ def run_outage(fault: Fault, clock: Callable[[], float], progress: Progress) -> 
     record = OutageRecord(fault.target, fault.duration_s, down_at_s=round(clock(), 1))
     began = time.monotonic()
     progress(f"outage: stopping {fault.target} for {fault.duration_s:.0f}s")
-    manager.down([fault.target], progress=lambda _: None)
-    remaining = fault.duration_s - (time.monotonic() - began)
-    if remaining > 0:
-        time.sleep(remaining)
-    record.down_s = round(time.monotonic() - began, 1)
-    started = time.monotonic()
-    manager.up([fault.target], progress=lambda _: None)
-    record.restart_s = round(time.monotonic() - started, 1)
+    try:
+        (change,) = manager.down([fault.target], progress=lambda _: None)
+        if change.action is not Action.STOPPED:  # e.g. a Redis the stack did not start
+            raise PinstreamError(f"{fault.target} was not stopped ({change.action}): the campaign "
+                                 "needs services started by `pinstream stack up`")
+        remaining = fault.duration_s - (time.monotonic() - began)
+        if remaining > 0:
+            time.sleep(remaining)
+    finally:  # whatever happened, the service is started again
+        record.down_s = round(time.monotonic() - began, 1)
+        started = time.monotonic()
+        manager.up([fault.target], progress=lambda _: None)
+        record.restart_s = round(time.monotonic() - started, 1)
     progress(f"outage: {fault.target} back after {record.down_s:.0f}s down, "
              f"{record.restart_s:.1f}s to answer")
     return record

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+import redis
 
 from sinks.hbase_graph import GraphStore, node_key
 from streams.consumer import EventConsumer
@@ -88,3 +89,28 @@ def test_hide_removes_the_pin_from_the_cached_feed_at_once(worker: LocalWorker) 
         time.sleep(0.2)
     time.sleep(2)  # a later refresh must not bring it back
     assert first not in {i["pin_id"] for i in _feed(worker, "alice")["items"]}  # type: ignore[union-attr]
+
+
+def test_a_refresh_owed_by_a_dead_worker_is_done_by_the_next_one(worker: LocalWorker) -> None:
+    _interact(worker, [("carol", "p2", "save", "b-lamps"), ("carol", "p3", "closeup", None)])
+    client = redis.Redis.from_url(worker.settings.redis_url, socket_timeout=5)
+    stale_key = f"feeds:stale:{worker.settings.topic_prefix}"
+    try:
+        deadline = time.monotonic() + 60
+        while not client.exists("feed:carol") or client.zscore(stale_key, "carol") is not None:
+            assert time.monotonic() < deadline, "carol's feed never written, or her mark never cleared"
+            time.sleep(0.2)
+        # What a worker killed between acknowledging carol's interactions and refreshing her
+        # feed leaves behind: the mark, and no feed.
+        client.zadd(stale_key, {"carol": time.time() * 1000})
+        client.delete("feed:carol", "feedr:carol")
+        worker.stop()
+        worker.start()
+        deadline = time.monotonic() + 60
+        while not client.exists("feed:carol"):
+            assert time.monotonic() < deadline, "the new worker did not refresh the feed it was owed"
+            time.sleep(0.2)
+        assert client.zscore(stale_key, "carol") is None
+        assert client.zcard("feed:carol") > 0
+    finally:
+        client.close()
