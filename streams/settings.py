@@ -183,10 +183,10 @@ class Settings(BaseSettings):
                                             description="first retry waits up to this long (full jitter)")
     reconcile_backoff_cap_s: float = Field(default=300.0, gt=0, le=86_400,
                                            description="no retry waits longer than this")
-    reconcile_breaker_failures: int = Field(default=5, ge=1, le=10_000,
-                                            description="consecutive failures that open a dependency's breaker")
-    reconcile_breaker_open_s: float = Field(default=30.0, gt=0, le=3600,
-                                            description="an open breaker waits this long, then lets one probe through")
+    reconcile_breaker_failures: int = Field(
+        default=5, ge=1, le=10_000, description="consecutive failures that open a dependency's breaker")
+    reconcile_breaker_open_s: float = Field(
+        default=30.0, gt=0, le=3600, description="an open breaker waits this long, then lets a probe through")
     reconcile_max_buffered: int = Field(default=1000, ge=1, le=1_000_000,
                                         description="records held per partition before it is paused")
 

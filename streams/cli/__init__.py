@@ -24,12 +24,12 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("streams.cli.worker:worker", "Run the stream processors and the web views."),
     "search": ("streams.cli.search:search", "Visual search: the pins that look like an image."),
     "feed": ("streams.cli.feed:feed", "A user's ranked home feed from a running worker."),
-    "reconcile": ("streams.cli.reconcile:reconcile", "Re-drive failed side effects; pending and failed counts."),
+    "reconcile": ("streams.cli.reconcile:reconcile", "Re-drive failed side effects; pending, failed counts."),
     "dlq": ("streams.cli.dlq:dlq", "List, show and redrive dead letters."),
     "verify": ("streams.cli.verify:verify", "Check the pipeline's invariants (lost, double-counted)."),
     "load": ("streams.cli.load:load", "Load campaign: sustained rate, 3x spike, memory, lag and pools."),
     "fuzz": ("streams.cli.fuzz:fuzz", "Bad-input campaign: fuzz every decoder, JSONL, images, dead letters."),
-    "chaos": ("streams.cli.chaos:chaos", "Fault campaign: kill -9 and service outages under load, then the invariants."),
+    "chaos": ("streams.cli.chaos:chaos", "Fault campaign: kill -9 and outages under load, then invariants."),
 }
 
 

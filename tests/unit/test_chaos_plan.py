@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from streams.campaigns.chaos_plan import ChaosPlan, schedule
@@ -21,7 +23,7 @@ def test_schedule_is_seeded_and_holds_every_kill_and_outage() -> None:
     assert [f.at_s for f in faults] == sorted(f.at_s for f in faults)
     assert all(0 < f.at_s < 360 for f in faults)
     times = sorted(f.at_s for f in kills)
-    assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 2.9
+    assert min(b - a for a, b in pairwise(times)) >= 2.9
 
 
 def test_outages_never_overlap_and_end_within_the_run() -> None:
@@ -29,8 +31,7 @@ def test_outages_never_overlap_and_end_within_the_run() -> None:
         outages = [f for f in schedule(ChaosPlan(duration_s=120, outage_s=30, seed=seed))
                    if f.kind == "outage"]
         windows = sorted((f.at_s, f.at_s + f.duration_s) for f in outages)
-        assert all(end <= next_start for (_, end), (next_start, _) in zip(windows, windows[1:],
-                                                                          strict=False))
+        assert all(end <= next_start for (_, end), (next_start, _) in pairwise(windows))
         assert windows[-1][1] <= 120
 
 
