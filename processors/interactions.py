@@ -16,12 +16,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from processors.feed import FeedResult, FeedService
 from processors.graph import GraphBatch, GraphEvent, GraphProcessor, graph_inputs
 from processors.graph_state import Position
 from processors.reconcile_events import ReconciliationEmitter
+from sinks.hbase import store_unreachable
 from sinks.redis import FeedCache
 from streams.codec import AvroCodec
 from streams.deadletter import DeadLetterWriter, RawRecord
@@ -33,7 +34,11 @@ from streams.topics import FEEDS_UPDATED, GRAPH_EDGES, HEADER_SOURCE_TIMESTAMP
 
 log = logging.getLogger(__name__)
 
-_STORE_RETRIES = 3
+_STORE_RETRIES = 3  # for a store that answers with an error; an unreachable one is waited for
+_STORE_WAIT_MAX_S = 5.0
+GRAPH_STORE_WAITS = Counter("pinstream_graph_store_waits_total",
+                            "Graph batches held back and retried because HBase failed.",
+                            registry=REGISTRY)
 _REFRESH_CHUNK = 8  # feeds per Redis pipeline when refreshing
 FEED_REFRESH_LAG = Histogram(
     "pinstream_feed_refresh_lag_seconds",
@@ -138,14 +143,21 @@ class InteractionStage:
                            consumed: list[ConsumedRecord], records: Sequence[RawRecord],
                            report: InteractionReport) -> GraphBatch | None:
         delay = 0.5
-        for attempt in range(1, _STORE_RETRIES + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 return await asyncio.to_thread(self.graph.process, events, positions)
             except SinkError as exc:
-                if attempt < _STORE_RETRIES:
-                    log.warning("graph store failed (attempt %d): %s", attempt, exc)
+                # HBase unreachable: hold the batch (backpressure: the stream stops taking
+                # records) until it answers. Handing it to the reconciler instead would let this
+                # partition's next batches move the rows' applied offsets past it, and the
+                # re-drive would then be skipped as already applied: edges lost.
+                if attempt < _STORE_RETRIES or store_unreachable(exc):
+                    log.warning("graph store failed (attempt %d), batch held: %s", attempt, exc)
+                    GRAPH_STORE_WAITS.inc()
                     await asyncio.sleep(delay)
-                    delay *= 2
+                    delay = min(delay * 2, _STORE_WAIT_MAX_S)
                     continue
                 # Applied in memory, not yet stored: the rows stay dirty and are written by the
                 # next successful flush; the records are handed to the reconciler meanwhile
@@ -159,7 +171,7 @@ class InteractionStage:
                                         entity_id=str(record.value.event_id), payload=raw.value,
                                         source=record, key=f"{record.topic}/{record.partition}")
                 report.reconciliations += len(consumed)
-        return None
+                return None
 
     async def _update_cache(self, interactions: list[PinInteraction], report: InteractionReport) -> None:
         hides = [e for e in interactions if e.action == InteractionAction.HIDE]

@@ -190,6 +190,12 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line}"[:_MAX_ERROR_CHARS]
 
 
+def store_unreachable(error: SinkError) -> bool:
+    """True when HBase (or its Thrift server) did not answer at all, as opposed to refusing a call:
+    waiting is then the cure, and nothing about the request itself is wrong."""
+    return error.dependency == DEPENDENCY and error.retry_after == RETRY_AFTER_UNREACHABLE_S
+
+
 def _retry_after(exc: BaseException) -> float:
     server_side = isinstance(exc, TException) and type(exc).__name__ in ("IOError", "IllegalArgument")
     return RETRY_AFTER_SERVER_ERROR_S if server_side else RETRY_AFTER_UNREACHABLE_S

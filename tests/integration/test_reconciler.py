@@ -177,11 +177,13 @@ def test_hbase_outage_pins_and_graph_edges_land_once_thrift_is_back(worker: Loca
 
         def all_reported(records: list[Reconciliation]) -> bool:
             stored = {r.entity_id for r in records if r.stage is Stage.PIN_STORE}
-            graph = [r for r in records if r.stage is Stage.GRAPH]
-            return stored >= {p.pin_id for p in pins} and len(graph) >= len(pins) + 5
+            return stored >= {p.pin_id for p in pins}
 
         records = wait_for_reconciliations(settings, all_reported)
         assert all(r.dependency == "hbase" for r in records)
+        # The graph stage holds its batches while HBase is unreachable instead (see
+        # processors/interactions.py): its rows' applied offsets need each partition in order.
+        assert not [r for r in records if r.stage is Stage.GRAPH]
         reconciler = start_reconciler(worker)
         time.sleep(10)  # it re-drives, fails, opens its breakers and waits
         assert reconciler.poll() is None, reconciler.communicate()[1][-3000:]
@@ -189,7 +191,7 @@ def test_hbase_outage_pins_and_graph_edges_land_once_thrift_is_back(worker: Loca
         stack.up(["thrift"])
     assert reconciler is not None
     counts = finish(reconciler)
-    assert counts["dead_lettered"] == 0 and counts["done"] >= len(pins) + 8, counts
+    assert counts["dead_lettered"] == 0 and counts["done"] >= len(pins), counts
     assert not reconciler_dead_letters(settings)
 
     store = PinStore.from_settings(settings, create_tables=False)
@@ -209,7 +211,7 @@ def test_re_driving_the_same_records_again_changes_nothing(worker: LocalWorker) 
     # Another group reads the reconciliation topic from its start: every record re-driven again.
     counts = finish(start_reconciler(worker, idle_s=5, PINSTREAM_RECONCILE_GROUP_ID=f"again-{uuid.uuid4()}"))
     assert counts["done"] == 0 and counts["dead_lettered"] == 0, counts
-    assert counts["already_applied"] >= 11, counts
+    assert counts["already_applied"] >= 3, counts  # the three pins
     assert before == [] and graph_problems(settings) == []
 
 
