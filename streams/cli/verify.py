@@ -7,9 +7,12 @@ import json
 import sys
 
 import click
+from confluent_kafka import KafkaException
 from rich.table import Table
 
 from streams.cli.common import console, reports_errors, settings_or_exit
+from streams.errors import PinstreamError
+from streams.settings import Settings
 
 
 @click.command()
@@ -28,9 +31,10 @@ def verify(worker_url: str | None, as_json: bool) -> None:
 
     settings = settings_or_exit()
     verdict, facts = verify_namespace(settings, worker_url=worker_url)
+    backlog = _worker_backlog(settings)
     if as_json:
-        click.echo(json.dumps(verdict.to_json() | {"dead_letters": facts.dead_letter_reasons},
-                              indent=2))
+        click.echo(json.dumps(verdict.to_json() | {"dead_letters": facts.dead_letter_reasons,
+                                                   "worker_backlog": backlog}, indent=2))
     else:
         screen = console()
         for check in verdict.checks:
@@ -45,7 +49,22 @@ def verify(worker_url: str | None, as_json: bool) -> None:
                 screen.print(f"  e.g. {example}")
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(facts.dead_letter_reasons.items())) or "none"
         screen.print(f"dead letters by source and reason: {reasons}")
+        if backlog:
+            screen.print(f"note: the worker's group has {backlog} records not yet processed; "
+                         "their effects count as lost until it catches up")
         screen.print(f"lost={verdict.lost} double_counted={verdict.double_counted} "
                      f"verdict={'PASS' if verdict.ok else 'FAIL'}")
     if not verdict.ok:
         sys.exit(1)
+
+
+def _worker_backlog(settings: Settings) -> int | None:
+    """Records the namespace's worker group (faust's app id) has not committed past; None when
+    the group is unknown or Kafka does not say."""
+    from streams.groups import group_lag
+
+    try:
+        rows = group_lag(settings, f"{settings.topic_prefix}pinstream-worker")
+    except (PinstreamError, KafkaException, TimeoutError):
+        return None
+    return sum(row.lag for row in rows) if rows else None
