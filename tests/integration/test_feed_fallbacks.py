@@ -1,8 +1,8 @@
 """The feed's fallbacks inside a real worker, each named in the response or the FeedUpdated event
 and counted in the worker's metrics: ranker over its deadline -> co-engagement scores; fewer than
 200 candidates -> trending fill; Redis gone -> served uncached with a Reconciliation for the feed,
-cached again once Redis is back; graph store (HBase Thrift) gone -> cached preferences, the graph
-again once it is back.
+cached again once Redis is back; graph store (HBase Thrift) gone -> cached preferences on read (the
+graph stage holds its batch meanwhile), the graph again once it is back.
 
 The worker gets a private redis-server (stopped and restarted here) and reaches HBase through a
 proxy that the test cuts, so the stack's servers stay up for everyone else. Its ranker deadline is
@@ -178,14 +178,18 @@ def test_graph_store_gone_serves_cached_preferences_and_resumes(stack: Stack) ->
         preferred = {item["pin_id"] for item in served["items"] if item["reason"] == "prefs"}
         assert preferred & {"p2", "p3", "p4", "p5"}
         assert stack.fallbacks_counted(Fallback.CACHED_PREFERENCES) > counted
-        # A new interaction cannot reach the graph; the refresh it triggers says what served.
+        # A new interaction cannot reach the graph: the graph stage holds its batch meanwhile.
         stack.interact([("alice", "p3", "click", None)])
-        update = wait_for(stack.worker.settings, FEEDS_UPDATED.name,
-                          lambda e: isinstance(e, FeedUpdated) and e.user_id == "alice"
-                          and Fallback.CACHED_PREFERENCES in e.fallbacks).value
-        assert isinstance(update, FeedUpdated) and update.items
     finally:
         stack.hbase.restore()
+
+    # Once HBase answers, the held click is applied and alice's refresh comes from the graph
+    # again: p3, clicked now, is no longer offered.
+    update = wait_for(stack.worker.settings, FEEDS_UPDATED.name,
+                      lambda e: isinstance(e, FeedUpdated) and e.user_id == "alice"
+                      and "p3" not in {item.pin_id for item in e.items}).value
+    assert isinstance(update, FeedUpdated)
+    assert Fallback.CACHED_PREFERENCES not in update.fallbacks
 
     def graph_again() -> bool:
         stack.drop_cached_feed("alice")
