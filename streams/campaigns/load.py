@@ -142,7 +142,7 @@ class LoadResult:
             "memory": {"baseline_rss_mib": _mib(self.baseline_rss), "peak_rss_mib": _mib(self.peak_rss),
                        "peak_over_baseline": round(self.peak_rss / self.baseline_rss, 3)
                        if self.baseline_rss else None, "bounded": self.memory_bounded},
-            "lag": {"sustained_p95": self.recover_threshold if self.samples else None,
+            "lag": {"recovered_at_or_below": self.recover_threshold if self.samples else None,
                     "peak": max((s.lag for s in self.samples), default=0),
                     "recovered_after_spike_s": self.lag_recovery_s,
                     "drained_after_traffic_s": self.drained_after_s},
