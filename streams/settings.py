@@ -84,9 +84,9 @@ class Settings(BaseSettings):
     image_url_timeout_s: float = Field(default=5.0, gt=0, le=60)
     embed_optimisation: EmbedOptimisation = Field(default="jit", description="inference variant")
     embed_threads: int = Field(default=0, ge=0, le=256, description="torch threads; 0 = usable cores")
-    embed_decode_threads: int = Field(default=2, ge=0, le=64,
-                                      description="threads decoding pin images ahead of inference; "
-                                                  "0 = decode in the inference thread")
+    embed_decode_threads: int = Field(default=0, ge=0, le=64,
+                                      description="threads loading and decoding pin images ahead of "
+                                                  "inference; 0 = in the inference thread")
     embed_max_batch: int = Field(default=4, ge=1, le=256)
     embed_max_wait_ms: float = Field(default=10.0, ge=0, le=10_000)
     embed_queue_size: int = Field(default=64, ge=1, le=100_000)
