@@ -88,7 +88,8 @@ def test_tables_are_created_once_with_their_families(store: PinStore, settings: 
 
     conn = happybase.Connection(settings.hbase_host, settings.hbase_port,
                                 table_prefix=settings.hbase_table_prefix)
-    assert sorted(conn.tables()) == [b"graph", b"pins"]
+    assert sorted(conn.tables()) == [b"graph", b"pins", b"writers"] == sorted(
+        name.encode() for name in TABLE_FAMILIES)
     for name, families in TABLE_FAMILIES.items():
         assert {f.decode().rstrip(":") for f in conn.table(name).families()} == set(families)
     conn.close()
