@@ -101,10 +101,14 @@ class LocalWorker:
         return f"http://{self.settings.web_host}:{self.settings.web_port}"
 
     def start(self) -> None:
+        self.wait_ready(self.spawn())
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Launch the worker process (appending to its log) without waiting for it."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"], env=self.env,
             stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
-        self.wait_ready(self.process)
+        return self.process
 
     def wait_ready(self, process: subprocess.Popen[bytes]) -> None:
         """Return once /healthz answers 200; raise if `process` exits or is not ready in time."""

@@ -114,16 +114,7 @@ class Supervised:
 
 
 def supervised_worker(worker: LocalWorker, progress: Progress) -> Supervised:
-    def start() -> subprocess.Popen[bytes]:
-        worker.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"], env=worker.env,
-            stdout=worker.log.open("ab"), stderr=subprocess.STDOUT)
-        return worker.process
-
-    def ready(process: subprocess.Popen[bytes]) -> None:
-        worker.wait_ready(process)
-
-    return Supervised("worker", start, ready, progress)
+    return Supervised("worker", worker.spawn, worker.wait_ready, progress)
 
 
 def supervised_reconciler(worker: LocalWorker, log: Path, progress: Progress) -> Supervised:
