@@ -161,6 +161,12 @@ class RowCache:
                 self._rows[key] = state
                 self.cells += 1 + len(state.edges)
 
+    def peek(self, key: str) -> dict[str, Edge] | None:
+        """A copy of a cached row's edges (None when not cached), without touching the LRU order.
+        Safe beside `apply` in another thread: the lookup and the dict copy run in C, under the GIL."""
+        state = self._rows.get(key)
+        return None if state is None else dict(state.edges)
+
     def get(self, key: str) -> RowState:
         """A cached row (load it first); marks it recently used."""
         self._rows.move_to_end(key)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from prometheus_client import Counter, Histogram
 
 from processors.feed import FeedResult, FeedService
+from processors.feed_patch import PatchParams, PlannedPatch, TimedInteraction, plan_patches
 from processors.graph import GraphBatch, GraphEvent, GraphProcessor, graph_inputs
 from processors.graph_state import Position
 from processors.reconcile_events import ReconciliationEmitter
@@ -27,10 +28,10 @@ from sinks.redis import FeedCache
 from streams.codec import AvroCodec
 from streams.deadletter import DeadLetterWriter, RawRecord
 from streams.errors import ContractError, DeliveryError, SinkError
-from streams.events import ConsumedRecord, InteractionAction, PinInteraction, Stage
+from streams.events import ConsumedRecord, FeedItem, FeedUpdated, InteractionAction, PinInteraction, Stage
 from streams.metrics import REGISTRY
 from streams.producer import EventProducer
-from streams.topics import FEEDS_UPDATED, GRAPH_EDGES, HEADER_SOURCE_TIMESTAMP
+from streams.topics import FEEDS_UPDATED, GRAPH_EDGES, HEADER_FEED_CHANGE, HEADER_SOURCE_TIMESTAMP
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,11 @@ _REFRESH_CHUNK = 8  # feeds per Redis pipeline when refreshing
 FEED_REFRESH_LAG = Histogram(
     "pinstream_feed_refresh_lag_seconds",
     "From the oldest interaction a feed refresh covers (its Kafka timestamp) to the feed in Redis.",
+    buckets=(0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=REGISTRY,
+)
+FEED_LIVE_LAG = Histogram(
+    "pinstream_feed_live_lag_seconds",
+    "From the oldest interaction a live feed patch covers (its Kafka timestamp) to the patch in Redis.",
     buckets=(0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=REGISTRY,
 )
 _SETTLE_TIMEOUT_S = 60.0
@@ -58,6 +64,7 @@ class InteractionReport:
     dead_lettered: int = 0
     reconciliations: int = 0
     dirty_users: int = 0
+    patched: int = 0
 
 
 @dataclass
@@ -93,7 +100,8 @@ class InteractionStage:
 
     def __init__(self, *, graph: GraphProcessor, feeds: FeedService, cache: FeedCache,
                  producer: EventProducer, emitter: ReconciliationEmitter, codec: AvroCodec,
-                 refresh_interval_s: float, refresh_threads: int = 1) -> None:
+                 refresh_interval_s: float, refresh_threads: int = 1,
+                 patches: PatchParams | None = None) -> None:
         self.graph = graph
         self.feeds = feeds
         self.cache = cache
@@ -103,6 +111,7 @@ class InteractionStage:
         self.dead_letters = DeadLetterWriter(producer)
         self.plan = RefreshPlan(refresh_interval_s)
         self.refresh_threads = refresh_threads
+        self.patches = patches
         self.woken = asyncio.Event()
         self.recovered = False  # the stale marks left by earlier workers are taken over
         # Users whose refresh went to the reconciler while Redis was down: one record each per
@@ -129,7 +138,8 @@ class InteractionStage:
                 self.producer.send_event(GRAPH_EDGES, delta.src, delta)
             report.deltas = len(batch.deltas)
         interactions = [e for e in events if isinstance(e, PinInteraction)]
-        await self._update_cache(interactions, report)
+        if await self._update_cache(interactions, report) and batch is not None:
+            await self._patch_feeds(consumed, report)
         for item in consumed:
             if isinstance(item.value, PinInteraction):
                 self.plan.mark(item.value.user_id, item.timestamp_ms)
@@ -173,7 +183,8 @@ class InteractionStage:
                 report.reconciliations += len(consumed)
                 return None
 
-    async def _update_cache(self, interactions: list[PinInteraction], report: InteractionReport) -> None:
+    async def _update_cache(self, interactions: list[PinInteraction], report: InteractionReport) -> bool:
+        """Stale marks, trending and hides in Redis; False when Redis failed (then reconciled)."""
         hides = [e for e in interactions if e.action == InteractionAction.HIDE]
         users = sorted({e.user_id for e in interactions})
 
@@ -184,11 +195,12 @@ class InteractionStage:
                 self.cache.remove_pin(hide.user_id, hide.pin_id)
 
         if not interactions:
-            return
+            return True
         try:
             await asyncio.to_thread(write)
             report.hides = len(hides)
             self._handed_over.clear()
+            return True
         except SinkError as exc:
             log.warning("stale marks/trending/hide invalidation not applied: %s", exc)
             for hide in hides:  # each hide keeps its event, so the re-drive can apply it
@@ -199,6 +211,40 @@ class InteractionStage:
             self._handed_over.update(hidden)
             for user in users:
                 report.reconciliations += self._hand_over(user, exc)
+            return False
+
+    async def _patch_feeds(self, consumed: list[ConsumedRecord], report: InteractionReport) -> None:
+        """Live patches of the cached feeds this batch changes, each announced as FeedUpdated;
+        a failure only logs: the users are marked stale, so the full refresh still comes."""
+        if self.patches is None:
+            return
+        timed = [TimedInteraction(r.value, r.timestamp_ms) for r in consumed
+                 if isinstance(r.value, PinInteraction)]
+        planned = plan_patches(timed, self.graph.cache.peek, self.patches, int(time.time() * 1000))
+        if not planned:
+            return
+        try:
+            feeds = await asyncio.to_thread(self.cache.patch_feeds, [p.patch for p in planned])
+        except SinkError as exc:
+            log.warning("live feed patches not applied (the full refresh will come): %s", exc)
+            return
+        self._announce_patches(planned, feeds)
+        report.patched = len(feeds)
+
+    def _announce_patches(self, planned: list[PlannedPatch], feeds: dict[str, list[FeedItem]]) -> None:
+        written_ms = time.time() * 1000
+        model = f"{self.feeds.computer.params.model}+live"
+        for item in planned:
+            feed = feeds.get(item.patch.user_id)
+            if feed is None:
+                continue
+            headers = [(HEADER_FEED_CHANGE, b"live")]
+            if item.oldest_ms is not None:
+                headers.append((HEADER_SOURCE_TIMESTAMP, str(item.oldest_ms).encode()))
+                FEED_LIVE_LAG.observe(max(0.0, written_ms - item.oldest_ms) / 1000)
+            self.producer.send_event(FEEDS_UPDATED, item.patch.user_id,
+                                     FeedUpdated(user_id=item.patch.user_id, items=tuple(feed), model=model),
+                                     headers=headers)
 
     def _hand_over(self, user_id: str, exc: SinkError) -> int:
         """Ask the reconciler to rewrite the user's feed, once per Redis outage; 1 if asked now."""
@@ -266,7 +312,7 @@ class InteractionStage:
         written_ms = time.time() * 1000
         for result in results:
             oldest = since.get(result.user_id)
-            headers: list[tuple[str, bytes]] = []
+            headers: list[tuple[str, bytes]] = [(HEADER_FEED_CHANGE, b"full")]
             if oldest is not None:
                 # Downstream (and `pinstream bench feed`) can tell how fresh the feed is.
                 headers.append((HEADER_SOURCE_TIMESTAMP, str(oldest).encode()))

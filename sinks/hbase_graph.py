@@ -76,6 +76,16 @@ class Edge(NamedTuple):
         return Edge(self.weight + weight * exp2((at_ms - self.updated_ms) / half_life_ms), self.updated_ms)
 
 
+def group_edges(edges: Mapping[str, Edge], moment_ms: int, half_life_ms: float
+                ) -> dict[NodeType, dict[str, float]]:
+    """A row's edges as neighbour weights decayed to `moment_ms`, grouped by neighbour type."""
+    grouped: dict[NodeType, dict[str, float]] = {}
+    for neighbour, edge in edges.items():
+        prefix, _, neighbour_id = neighbour.partition(":")
+        grouped.setdefault(_TYPES_BY_PREFIX[prefix], {})[neighbour_id] = edge.at(moment_ms, half_life_ms)
+    return grouped
+
+
 @dataclass(frozen=True, slots=True)
 class StoredRow:
     """One node's row: its edges and, per source partition, the last offset it includes."""
@@ -250,14 +260,13 @@ class GraphStore:
         keys = {node_key(node_type, node_id): node_id for node_id in node_ids}
         out: dict[str, dict[NodeType, dict[str, float]]] = {}
         for key, row in self.read_rows(keys).items():
-            grouped: dict[NodeType, dict[str, float]] = {}
-            for neighbour, edge in row.edges.items():
-                prefix, _, neighbour_id = neighbour.partition(":")
-                weight = edge.at(moment, self.half_life_ms)
-                grouped.setdefault(_TYPES_BY_PREFIX[prefix], {})[neighbour_id] = weight
+            grouped = group_edges(row.edges, moment, self.half_life_ms)
             if grouped:
                 out[keys[key]] = grouped
         return out
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
 
     def top_neighbours(self, node: str, n: int, *, neighbour_type: NodeType | None = None,
                        at_ms: int | None = None) -> list[tuple[str, float]]:

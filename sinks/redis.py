@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
@@ -80,6 +81,59 @@ for i = 1, #ARGV - 1 do
 end
 return cleared
 """
+
+
+# A live patch of one cached feed (KEYS: feed, reasons; ARGV: size, removals, then the removed
+# pins, then pin/share/reason triples). Nothing happens to a feed that is not cached (the next full
+# refresh writes it). Lifted pins go above the feed's best score by their share, so the feed stays
+# ordered by strength; it is trimmed back to `size`. Returns the new feed as pin, score, reason.
+_FEED_PATCH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local size, removals = tonumber(ARGV[1]), tonumber(ARGV[2])
+local i = 3
+for _ = 1, removals do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  redis.call('HDEL', KEYS[2], ARGV[i])
+  i = i + 1
+end
+local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local base = 0
+if #top > 0 then base = tonumber(top[2]) end
+while i + 2 <= #ARGV do
+  local score = base + tonumber(ARGV[i + 1])
+  local current = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if (not current) or tonumber(current) < score then
+    redis.call('ZADD', KEYS[1], score, ARGV[i])
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
+  end
+  i = i + 3
+end
+local extra = redis.call('ZCARD', KEYS[1]) - size
+if extra > 0 then
+  for _, pin in ipairs(redis.call('ZRANGE', KEYS[1], 0, extra - 1)) do
+    redis.call('HDEL', KEYS[2], pin)
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1)
+end
+local out = {}
+local ranked = redis.call('ZREVRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for j = 1, #ranked, 2 do
+  out[#out + 1] = ranked[j]
+  out[#out + 1] = ranked[j + 1]
+  out[#out + 1] = redis.call('HGET', KEYS[2], ranked[j]) or ''
+end
+return out
+"""
+_FEED_PATCH_SHA1 = hashlib.sha1(_FEED_PATCH.encode(), usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPatch:
+    """Pins to take out of a user's cached feed, and pins to lift to its top (share in (0, 1])."""
+
+    user_id: str
+    remove: tuple[str, ...] = ()
+    lift: tuple[tuple[str, float, str], ...] = ()  # pin, share, reason
 
 
 class FeedCache:
@@ -194,6 +248,34 @@ class FeedCache:
 
         return self._call("read_feed", read)
 
+    def patch_feeds(self, patches: Sequence[FeedPatch]) -> dict[str, list[FeedItem]]:
+        """Apply live patches, one atomic script call per user, all in one pipeline; returns the
+        patched feeds (best first) of the users that had one cached."""
+        if not patches:
+            return {}
+
+        def patch(conn: Client) -> dict[str, list[FeedItem]]:
+            for attempt in (0, 1):
+                pipe = conn.pipeline(transaction=False)
+                for item in patches:
+                    args: list[str | float | int] = [self.feed_size, len(item.remove), *item.remove]
+                    for pin, share, reason in item.lift:
+                        args.extend((pin, repr(share), reason))
+                    keys = (self.feed_key(item.user_id), self.reasons_key(item.user_id))
+                    if attempt == 0:  # the digest: the script's text crosses once per server start
+                        pipe.evalsha(_FEED_PATCH_SHA1, 2, *keys, *args)
+                    else:
+                        pipe.eval(_FEED_PATCH, 2, *keys, *args)
+                try:
+                    replies = pipe.execute()
+                except redis.exceptions.NoScriptError:
+                    continue
+                return {item.user_id: _feed_items(reply) for item, reply in zip(patches, replies, strict=True)
+                        if reply}
+            raise redis.exceptions.NoScriptError("feed patch script not loaded")
+
+        return self._call("patch_feeds", patch)
+
     def remove_pin(self, user_id: str, pin_id: str) -> bool:
         """Drop a hidden or deleted pin from the user's cached feed and preferences now; True if
         the feed held it."""
@@ -303,6 +385,11 @@ class FeedCache:
             raise
         REDIS_SECONDS.labels(op).observe(time.perf_counter() - started)
         return result
+
+
+def _feed_items(reply: Sequence[bytes]) -> list[FeedItem]:
+    return [FeedItem(reply[i].decode(), float(reply[i + 1]), reply[i + 2].decode())
+            for i in range(0, len(reply), 3)]
 
 
 def _decoded(ranked: Any) -> list[tuple[str, float]]:

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
                                        description="longest an interaction batch waits to fill")
     feed_refresh_threads: int = Field(default=4, ge=1, le=64,
                                       description="feed refreshes computed at the same time")
+    feed_live_related: int = Field(default=10, ge=0, le=200,
+                                   description="pins lifted per engagement by a live feed patch "
+                                               "(0: feeds change only at the full refresh)")
 
     # Visual search and the worker's web server
     search_shortlist: int = Field(default=1000, ge=1, le=10_000,

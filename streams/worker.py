@@ -16,7 +16,9 @@ from processors.batching import MicroBatcher
 from processors.embed import ImageDecoder, PinEmbedStage, make_batch_function
 from processors.feed import FeedComputer, FeedParams, FeedService
 from processors.feed_embeddings import LiveIndex
+from processors.feed_patch import PatchParams
 from processors.graph import GraphConfig, GraphProcessor
+from processors.graph_reader import CachedGraphReader
 from processors.graph_writer import WriterLease
 from processors.index_live import IndexFollower
 from processors.interactions import InteractionStage
@@ -112,15 +114,20 @@ def build_interaction_stage(settings: Settings, producer: EventProducer, codec: 
     trending and cached preferences from Redis."""
     graph_store = GraphStore.from_settings(settings)
     cache = FeedCache.from_settings(settings)
-    computer = FeedComputer(graph_store, embeddings=embeddings, similar=embeddings, trending=cache,
-                            preferences=cache, params=FeedParams.from_settings(settings))
+    config = GraphConfig.from_settings(settings)
+    graph = GraphProcessor(graph_store, config, lease=WriterLease(graph_store))
+    params = FeedParams.from_settings(settings)
+    # Feeds read the rows the graph processor holds (the freshest copy), HBase for the rest.
+    reader = CachedGraphReader(graph_store, lambda: graph.cache)
+    computer = FeedComputer(reader, embeddings=embeddings, similar=embeddings, trending=cache,
+                            preferences=cache, params=params)
+    patches = PatchParams(config.action_weights, related=settings.feed_live_related,
+                          min_engaged_weight=params.rank.min_engaged_weight, half_life_ms=config.half_life_ms)
     return InteractionStage(
-        graph=GraphProcessor(graph_store, GraphConfig.from_settings(settings),
-                             lease=WriterLease(graph_store)),
-        feeds=FeedService(computer, cache), cache=cache, producer=producer,
+        graph=graph, feeds=FeedService(computer, cache), cache=cache, producer=producer,
         emitter=ReconciliationEmitter(producer, secrets=settings_secrets(settings)), codec=codec,
         refresh_interval_s=settings.feed_refresh_interval_s,
-        refresh_threads=settings.feed_refresh_threads)
+        refresh_threads=settings.feed_refresh_threads, patches=patches)
 
 
 def reconcile_to_kafka(producer: EventProducer, settings: Settings) -> ReconcileFn:

@@ -18,7 +18,7 @@ from streams.consumer import EventConsumer
 from streams.events import FeedUpdated, NodeType
 from streams.localworker import LocalWorker
 from streams.producer import PinProducer
-from streams.topics import FEEDS_UPDATED
+from streams.topics import FEEDS_UPDATED, HEADER_FEED_CHANGE
 
 pytestmark = pytest.mark.integration
 
@@ -74,6 +74,37 @@ def test_interactions_build_the_graph_and_feeds_that_consumers_read(worker: Loca
     served = _feed(worker, "alice")
     assert served["from_cache"] is True
     assert {item["pin_id"] for item in served["items"]} == offered  # type: ignore[union-attr]
+
+
+def test_a_save_patches_the_cached_feed_live_before_the_full_refresh(worker: LocalWorker) -> None:
+    # bob's session co-engaged p0..p5; alice already engaged p0 and p1. Her save of p2 must take p2
+    # out of her cached feed and lift its co-engaged pins she has not engaged (p3, p4, p5) to the
+    # top, in a patch announced as such, not in a re-rank.
+    deadline = time.monotonic() + 60
+    while not _feed(worker, "alice")["items"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    consumer = EventConsumer(worker.settings, [worker.settings.topic(FEEDS_UPDATED.name)],
+                             group_id=f"g-{uuid.uuid4()}")
+    try:
+        _interact(worker, [("alice", "p2", "save", "b-lamps")])
+        patch: FeedUpdated | None = None
+        deadline = time.monotonic() + 60
+        while patch is None and time.monotonic() < deadline:
+            record = consumer.poll(1.0)
+            if (record is not None and isinstance(record.value, FeedUpdated)
+                    and record.value.user_id == "alice"
+                    and dict(record.headers).get(HEADER_FEED_CHANGE) == b"live"
+                    and any(item.reason == "live:p2" for item in record.value.items)):
+                patch = record.value
+    finally:
+        consumer.close()
+    assert patch is not None, "no live patch of alice's feed announced"
+    assert patch.model.endswith("+live")
+    top = patch.items[:3]
+    assert {item.pin_id for item in top} == {"p3", "p4", "p5"}
+    assert all(item.reason == "live:p2" for item in top)
+    assert "p2" not in {item.pin_id for item in patch.items}
 
 
 def test_hide_removes_the_pin_from_the_cached_feed_at_once(worker: LocalWorker) -> None:

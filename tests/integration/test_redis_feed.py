@@ -17,7 +17,7 @@ from processors.feed import FeedComputer, FeedParams, FeedService, Neighbours
 from processors.ranking import RankParams
 from processors.walks import WalkParams
 from sinks.pool import PoolConfig
-from sinks.redis import FeedCache, redis_pool
+from sinks.redis import FeedCache, FeedPatch, redis_pool
 from streams import stack
 from streams.errors import SinkError
 from streams.events import Fallback, FeedItem, FeedUpdated, InteractionAction, NodeType, PinInteraction
@@ -240,3 +240,35 @@ def test_stale_marks_stay_until_a_feed_computed_after_them_is_written(
     assert cache.clear_stale(["u3"], computed_at=marked_at) == 0
     assert cache.stale_users(10) == ["u3"] and raw.zcard(cache.stale_key) == 1
     assert cache.clear_stale([], computed_at=time.time()) == 0
+
+
+def test_a_live_patch_removes_lifts_trims_and_returns_the_feed(cache: FeedCache, raw: redis.Redis) -> None:
+    cache.write_feeds([feed("u1", [f"p{i}" for i in range(200)])])  # scores 200 .. 1
+    ttl_before = raw.pttl(cache.feed_key("u1"))
+
+    patched = cache.patch_feeds([
+        FeedPatch("u1", remove=("p0",), lift=(("new", 1.0, "live:p0"), ("new2", 0.75, "live:p0"),
+                                                   ("p150", 0.5, "live:p0"))),
+        FeedPatch("nobody", remove=("p1",), lift=(("new", 1.0, "live:p1"),)),
+    ])
+
+    assert set(patched) == {"u1"}  # no feed cached for "nobody": nothing written for it
+    assert not raw.exists(cache.feed_key("nobody"))
+    items = patched["u1"]
+    assert items[:4] == [FeedItem("new", 200.0, "live:p0"), FeedItem("new2", 199.75, "live:p0"),
+                         FeedItem("p150", 199.5, "live:p0"), FeedItem("p1", 199.0, "walk:board b1")]
+    assert len(items) == 200
+    assert "p0" not in {item.pin_id for item in items}
+    assert items[-1].pin_id == "p198"  # 200 - 1 + 2 new: p199, the lowest, trimmed to keep 200
+    assert cache.read_feed("u1") == items  # the reply is what readers see
+    assert not raw.hexists(cache.reasons_key("u1"), "p199")
+    assert 0 < raw.pttl(cache.feed_key("u1")) <= ttl_before  # a patch does not extend the TTL
+
+
+def test_a_live_patch_reloads_its_script_after_a_script_flush(cache: FeedCache, raw: redis.Redis) -> None:
+    cache.write_feeds([feed("u1", ["a", "b"])])
+    raw.script_flush()
+
+    patched = cache.patch_feeds([FeedPatch("u1", lift=(("c", 0.25, "live:a"),))])
+
+    assert [item.pin_id for item in patched["u1"]] == ["c", "a", "b"]

@@ -1,0 +1,98 @@
+"""Live feed patches: what a batch of interactions changes in its users' cached feeds at once,
+before the coalesced full re-rank (which comes at most once per user per refresh interval).
+
+An engagement takes the engaged pin out of the feed (a feed does not show engaged pins again) and
+lifts the pin's strongest co-engaged neighbours to the top, the way a re-rank would favour them
+next; a hide takes the pin out. Rows come from the graph processor's cache, which the batch just
+updated, so a patch costs no store read; the Redis side is one script call per user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from sinks.hbase_graph import NODE_PREFIXES, Edge, node_key
+from sinks.redis import FeedPatch
+from streams.events import InteractionAction, NodeType, PinInteraction
+
+_PIN_PREFIX = NODE_PREFIXES[NodeType.PIN] + ":"
+
+
+@dataclass(frozen=True, slots=True)
+class PatchParams:
+    action_weights: Mapping[InteractionAction, float]
+    related: int = 10  # neighbours lifted per engaged pin; 0 = no live patches
+    min_engaged_weight: float = 0.5  # as the ranker: pins engaged this much are not shown again
+    half_life_ms: float = 7 * 86_400_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class TimedInteraction:
+    """An interaction and the Kafka timestamp (ms) of its record, for the feed's freshness stamp."""
+
+    event: PinInteraction
+    timestamp_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedPatch:
+    patch: FeedPatch
+    oldest_ms: int | None  # the earliest record the patch covers
+
+
+def plan_patches(interactions: Sequence[TimedInteraction], rows: Callable[[str], Mapping[str, Edge] | None],
+                 params: PatchParams, now_ms: int) -> list[PlannedPatch]:
+    """One patch per user whose interactions change the feed (engagements, hides), in the order
+    users first appear; impressions and other weightless actions change nothing here."""
+    if params.related <= 0:
+        return []
+    strongest = max((w for w in params.action_weights.values() if w > 0), default=1.0)
+    by_user: dict[str, list[TimedInteraction]] = {}
+    for item in interactions:
+        weight = params.action_weights.get(item.event.action, 0.0)
+        if weight >= params.min_engaged_weight or weight < 0:
+            by_user.setdefault(item.event.user_id, []).append(item)
+    planned = []
+    for user, items in by_user.items():
+        remove = list(dict.fromkeys(item.event.pin_id for item in items))
+        shown_not = _not_shown(rows(node_key(NodeType.USER, user)) or {}, params, now_ms) | set(remove)
+        lifts: dict[str, tuple[float, str]] = {}
+        for item in items:
+            weight = params.action_weights.get(item.event.action, 0.0)
+            if weight <= 0:
+                continue
+            source = item.event.pin_id
+            for pin, share in _related(rows(node_key(NodeType.PIN, source)) or {}, params, now_ms):
+                if pin in shown_not:
+                    continue
+                score = weight / strongest * share
+                if score > lifts.get(pin, (0.0, ""))[0]:
+                    lifts[pin] = (score, f"live:{source}")
+        stamps = [item.timestamp_ms for item in items if item.timestamp_ms is not None]
+        lifted = tuple((pin, round(score, 6), reason) for pin, (score, reason)
+                       in sorted(lifts.items(), key=lambda kv: (-kv[1][0], kv[0])))
+        planned.append(PlannedPatch(FeedPatch(user, tuple(remove), lifted), min(stamps, default=None)))
+    return planned
+
+
+def _not_shown(user_row: Mapping[str, Edge], params: PatchParams, now_ms: int) -> set[str]:
+    """Pins the ranker would leave out of this user's feed: engaged enough, or hidden."""
+    out = set()
+    for column, edge in user_row.items():
+        if column.startswith(_PIN_PREFIX):
+            weight = edge.at(now_ms, params.half_life_ms)
+            if weight >= params.min_engaged_weight or weight < 0:
+                out.add(column[len(_PIN_PREFIX):])
+    return out
+
+
+def _related(pin_row: Mapping[str, Edge], params: PatchParams, now_ms: int) -> list[tuple[str, float]]:
+    """The pin's `related` strongest co-engaged pins, each with its weight over the strongest's."""
+    weighted = [(edge.at(now_ms, params.half_life_ms), column[len(_PIN_PREFIX):])
+                for column, edge in pin_row.items() if column.startswith(_PIN_PREFIX) and edge.weight > 0]
+    if not weighted:
+        return []
+    best = sorted(weighted, key=lambda x: (-x[0], x[1]))[:params.related]
+    top = best[0][0]
+    return [(pin, weight / top) for weight, pin in best]
