@@ -372,12 +372,16 @@ class FeedService:
         self.computer = computer
         self.store = store
 
-    def refresh(self, user_ids: Sequence[str], *,
-                served: Mapping[str, Collection[str]] | None = None) -> list[FeedResult]:
+    def refresh(self, user_ids: Sequence[str], *, served: Mapping[str, Collection[str]] | None = None,
+                before_each: Callable[[], object] | None = None) -> list[FeedResult]:
         """Recompute these users' feeds and cache them in one pipeline; on a Redis failure each
-        result is UNCACHED and carries the error for its reconciliation record."""
-        results = [self.computer.compute(user, served=(served or {}).get(user, ()))
-                   for user in dict.fromkeys(user_ids)]
+        result is UNCACHED and carries the error for its reconciliation record. `before_each` runs
+        before every computation (a worker waits there while it has a batch to process)."""
+        results = []
+        for user in dict.fromkeys(user_ids):
+            if before_each is not None:
+                before_each()
+            results.append(self.computer.compute(user, served=(served or {}).get(user, ())))
         preferences = {r.user_id: r.preferences for r in results if r.preferences}
         try:
             self.store.write_feeds([r.event() for r in results], preferences)

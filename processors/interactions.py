@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from prometheus_client import Counter, Histogram
 
@@ -34,6 +36,7 @@ from streams.producer import EventProducer
 from streams.topics import FEEDS_UPDATED, GRAPH_EDGES, HEADER_FEED_CHANGE, HEADER_SOURCE_TIMESTAMP
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _STORE_RETRIES = 3  # for a store that answers with an error; an unreachable one is waited for
 _STORE_WAIT_MAX_S = 5.0
@@ -51,8 +54,33 @@ FEED_LIVE_LAG = Histogram(
     "From the oldest interaction a live feed patch covers (its Kafka timestamp) to the patch in Redis.",
     buckets=(0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=REGISTRY,
 )
+INTERACTION_BATCHES = Histogram(
+    "pinstream_interaction_batch_seconds",
+    "Interaction batches by phase: wait (oldest record's Kafka timestamp to the batch's start), "
+    "graph (HBase read, apply), deltas, cache (Redis: stale marks, trending, hides), patch "
+    "(live feed patches), flush (HBase write, beside cache and patch: what is left of it), settle "
+    "(every record produced acknowledged), process (all of it).", ["phase"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=REGISTRY,
+)
+INTERACTION_BATCH_RECORDS = Histogram(
+    "pinstream_interaction_batch_records", "Records per interaction batch.",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000), registry=REGISTRY,
+)
 _SETTLE_TIMEOUT_S = 60.0
+# A full re-rank waits (at most this long) while an interaction batch is being processed: batches
+# and their live patches come first, re-ranks take the CPU left between them (one interpreter).
+_RERANK_YIELD_MAX_S = 5.0
 _RECOVER_LIMIT = 100_000  # stale users taken over at start (bounded; the rest on the next start)
+
+
+class _PhaseClock:
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        INTERACTION_BATCHES.labels(phase).observe(now - self.last)
+        self.last = now
 
 
 @dataclass
@@ -112,6 +140,8 @@ class InteractionStage:
         self.plan = RefreshPlan(refresh_interval_s)
         self.refresh_threads = refresh_threads
         self.patches = patches
+        self._between_batches = threading.Event()
+        self._between_batches.set()
         self.woken = asyncio.Event()
         self.recovered = False  # the stale marks left by earlier workers are taken over
         # Users whose refresh went to the reconciler while Redis was down: one record each per
@@ -119,6 +149,19 @@ class InteractionStage:
         self._handed_over: set[str] = set()
 
     async def process(self, records: Sequence[RawRecord]) -> InteractionReport:
+        self._between_batches.clear()
+        started = time.time()
+        stamps = [r.timestamp_ms for r in records if r.timestamp_ms is not None]
+        if stamps:
+            INTERACTION_BATCHES.labels("wait").observe(max(0.0, started - min(stamps) / 1000))
+        INTERACTION_BATCH_RECORDS.observe(len(records))
+        try:
+            return await self._process(records)
+        finally:
+            self._between_batches.set()
+            INTERACTION_BATCHES.labels("process").observe(time.time() - started)
+
+    async def _process(self, records: Sequence[RawRecord]) -> InteractionReport:
         report = InteractionReport(received=len(records))
         consumed: list[ConsumedRecord] = []
         for record in records:
@@ -131,20 +174,33 @@ class InteractionStage:
             consumed.append(ConsumedRecord(record.topic, record.partition, record.offset,
                                            record.timestamp_ms, record.key, record.headers, event))
         events, positions = graph_inputs(consumed)
+        clock = _PhaseClock()
         batch = await self._apply_graph(events, positions, consumed, records, report)
+        clock.lap("graph")
+        # The HBase write runs beside the Redis work: live patches read the applied rows from
+        # the cache, and the batch is acknowledged only after both (and the deltas) are done.
+        flushed = asyncio.create_task(self._flush_graph(consumed, records, report)) if batch else None
         if batch is not None:
             report.applied = batch.applied
             for delta in batch.deltas:
                 self.producer.send_event(GRAPH_EDGES, delta.src, delta)
             report.deltas = len(batch.deltas)
+        clock.lap("deltas")
         interactions = [e for e in events if isinstance(e, PinInteraction)]
-        if await self._update_cache(interactions, report) and batch is not None:
+        cached = await self._update_cache(interactions, report)
+        clock.lap("cache")
+        if cached and batch is not None:
             await self._patch_feeds(consumed, report)
+        clock.lap("patch")
+        if flushed is not None:
+            await flushed
+            clock.lap("flush")
         for item in consumed:
             if isinstance(item.value, PinInteraction):
                 self.plan.mark(item.value.user_id, item.timestamp_ms)
         report.dirty_users = len(self.plan.dirty)
         await self._settle()
+        clock.lap("settle")
         if self.plan.dirty:
             self.woken.set()
         return report
@@ -152,12 +208,22 @@ class InteractionStage:
     async def _apply_graph(self, events: list[GraphEvent], positions: list[Position],
                            consumed: list[ConsumedRecord], records: Sequence[RawRecord],
                            report: InteractionReport) -> GraphBatch | None:
+        """Apply the batch to the cached rows (reading the missing ones from HBase)."""
+        return await self._graph_call(lambda: self.graph.apply(events, positions), consumed, records, report)
+
+    async def _flush_graph(self, consumed: list[ConsumedRecord], records: Sequence[RawRecord],
+                           report: InteractionReport) -> bool:
+        """Write the changed rows to HBase; False when the batch went to the reconciler instead."""
+        return await self._graph_call(self.graph.flush, consumed, records, report) is not None
+
+    async def _graph_call(self, call: Callable[[], T], consumed: list[ConsumedRecord],
+                          records: Sequence[RawRecord], report: InteractionReport) -> T | None:
         delay = 0.5
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await asyncio.to_thread(self.graph.process, events, positions)
+                return await asyncio.to_thread(call)
             except SinkError as exc:
                 # HBase unreachable: hold the batch (backpressure: the stream stops taking
                 # records) until it answers. Handing it to the reconciler instead would let this
@@ -294,7 +360,7 @@ class InteractionStage:
         async def refresh(chunk: list[str]) -> list[FeedResult]:
             async with gate:
                 computed_at = time.time()
-                results = await asyncio.to_thread(self.feeds.refresh, chunk)
+                results = await asyncio.to_thread(self.feeds.refresh, chunk, before_each=self._yield_to_batch)
                 cached = [r.user_id for r in results if not r.needs_reconciliation]
                 try:
                     await asyncio.to_thread(self.cache.clear_stale, cached, computed_at=computed_at)
@@ -307,6 +373,9 @@ class InteractionStage:
                                         for i in range(0, len(order), _REFRESH_CHUNK)))
         await self._settle()
         return [result for chunk in chunks for result in chunk]
+
+    def _yield_to_batch(self) -> None:
+        self._between_batches.wait(_RERANK_YIELD_MAX_S)
 
     def _announce(self, results: list[FeedResult], since: dict[str, int | None]) -> None:
         written_ms = time.time() * 1000

@@ -115,12 +115,16 @@ if extra > 0 then
   end
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1)
 end
-local out = {}
 local ranked = redis.call('ZREVRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-for j = 1, #ranked, 2 do
-  out[#out + 1] = ranked[j]
-  out[#out + 1] = ranked[j + 1]
-  out[#out + 1] = redis.call('HGET', KEYS[2], ranked[j]) or ''
+if #ranked == 0 then return {} end
+local members = {}
+for j = 1, #ranked, 2 do members[#members + 1] = ranked[j] end
+local reasons = redis.call('HMGET', KEYS[2], unpack(members))
+local out = {}
+for j = 1, #members do
+  out[#out + 1] = members[j]
+  out[#out + 1] = ranked[2 * j]
+  out[#out + 1] = reasons[j] or ''
 end
 return out
 """

@@ -109,8 +109,11 @@ class Settings(BaseSettings):
                                            description="at most one feed recompute per user per interval")
     graph_batch_wait_ms: float = Field(default=50.0, gt=0, le=10_000,
                                        description="longest an interaction batch waits to fill")
-    feed_refresh_threads: int = Field(default=4, ge=1, le=64,
+    feed_refresh_threads: int = Field(default=1, ge=1, le=64,
                                       description="feed refreshes computed at the same time")
+    feed_graph_from_cache: bool = Field(default=True,
+                                        description="feeds read the graph rows the graph stage holds in "
+                                                    "memory, HBase only for the others (false: HBase always)")
     feed_live_related: int = Field(default=10, ge=0, le=200,
                                    description="pins lifted per engagement by a live feed patch "
                                                "(0: feeds change only at the full refresh)")

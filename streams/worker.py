@@ -118,8 +118,8 @@ def build_interaction_stage(settings: Settings, producer: EventProducer, codec: 
     graph = GraphProcessor(graph_store, config, lease=WriterLease(graph_store))
     params = FeedParams.from_settings(settings)
     # Feeds read the rows the graph processor holds (the freshest copy), HBase for the rest.
-    reader = CachedGraphReader(graph_store, lambda: graph.cache)
-    computer = FeedComputer(reader, embeddings=embeddings, similar=embeddings, trending=cache,
+    reader = CachedGraphReader(graph_store, lambda: graph.cache) if settings.feed_graph_from_cache else None
+    computer = FeedComputer(reader or graph_store, embeddings=embeddings, similar=embeddings, trending=cache,
                             preferences=cache, params=params)
     patches = PatchParams(config.action_weights, related=settings.feed_live_related,
                           min_engaged_weight=params.rank.min_engaged_weight, half_life_ms=config.half_life_ms)

@@ -5,6 +5,8 @@ library doing the same work in the same run (confluent-kafka produce -> consume,
 The worker stamps each FeedUpdated with the Kafka timestamp of the oldest interaction the refresh
 covers (`HEADER_SOURCE_TIMESTAMP`), and publishes it after the feed is in Redis: the FeedUpdated
 record's own timestamp minus that stamp is the refresh latency of the longest-waiting interaction.
+Live patches (one batch's engagements and hides, at once) and full re-ranks (coalesced per user)
+are told apart by `HEADER_FEED_CHANGE` and timed separately.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from sinks.redis import FeedCache
 from streams.bench.graph import interaction_event
 from streams.bench.report import code_revision, machine_info, percentile, timed
+from streams.campaigns.sampling import wait_caught_up
 from streams.consumer import raw_record
 from streams.errors import PinstreamError
 from streams.events import PinInteraction
 from streams.localworker import LocalRedis, LocalWorker, free_port
 from streams.offsets import partitions_of, plain_consumer
 from streams.producer import EventProducer
-from streams.topics import FEEDS_UPDATED, HEADER_SOURCE_TIMESTAMP, PINS_INTERACTIONS
+from streams.topics import FEEDS_UPDATED, HEADER_FEED_CHANGE, HEADER_SOURCE_TIMESTAMP, PINS_INTERACTIONS
 from streams.workload.population import build_world
 from streams.workload.records import InteractionRecord
 from streams.workload.sessions import iter_interactions
@@ -64,7 +67,8 @@ class RatePhase:
     duration_s: float
     sent: int = 0
     achieved_rate: float = 0.0
-    refresh_s: list[float] = field(default_factory=list)
+    refresh_s: list[float] = field(default_factory=list)  # full re-ranks
+    live_s: list[float] = field(default_factory=list)  # live patches
     users_refreshed: int = 0
     drain_s: float = 0.0
     fallbacks: dict[str, int] = field(default_factory=dict)
@@ -73,6 +77,7 @@ class RatePhase:
     def to_json(self) -> dict[str, Any]:
         return {"rate": self.rate, "duration_s": self.duration_s, "sent": self.sent,
                 "achieved_rate": self.achieved_rate, "refresh_latency_s": summary(self.refresh_s),
+                "live_latency_s": summary(self.live_s),
                 "users_refreshed": self.users_refreshed, "drain_s": self.drain_s,
                 "fallbacks": self.fallbacks, "bare_kafka_latency_s": summary(self.bare_kafka_s)}
 
@@ -85,6 +90,7 @@ class FeedBenchResult:
     users: int = 0
     load: list[tuple[float, float, float]] = field(default_factory=list)
     feed_stage_ms: dict[str, float] = field(default_factory=dict)  # worker's mean per stage
+    graph_rows: dict[str, float] = field(default_factory=dict)  # rows feeds read, by source
 
     def to_json(self, command: str) -> dict[str, Any]:
         return {"bench": "feed", "command": command, "commit": code_revision(),
@@ -92,6 +98,7 @@ class FeedBenchResult:
                 "phases": [p.to_json() for p in self.phases],
                 "reads_s": {path: summary(v) for path, v in self.reads.items()},
                 "load_average": self.load, "worker_feed_stage_mean_ms": self.feed_stage_ms,
+                "feed_graph_rows_by_source": self.graph_rows,
                 "machine": machine_info(["confluent-kafka", "redis", "happybase", "faust-streaming"])}
 
 
@@ -116,7 +123,8 @@ class FeedFollower:
     """Follows feeds.updated.v1 from its end in a thread: refresh latency per FeedUpdated."""
 
     def __init__(self, worker: LocalWorker) -> None:
-        self.records: list[tuple[float, float, str, tuple[str, ...]]] = []  # arrival, latency, user
+        # arrival, latency, user, fallbacks, live (a patch, not a re-rank)
+        self.records: list[tuple[float, float, str, tuple[str, ...], bool]] = []
         self.last_arrival = time.monotonic()
         settings = worker.settings
         topic = settings.topic(FEEDS_UPDATED.name)
@@ -138,13 +146,15 @@ class FeedFollower:
                 if msg.error() is not None:
                     continue
                 record = raw_record(msg)
-                stamp = dict(record.headers).get(HEADER_SOURCE_TIMESTAMP)
+                headers = dict(record.headers)
+                stamp = headers.get(HEADER_SOURCE_TIMESTAMP)
                 if stamp is None or record.timestamp_ms is None or record.value is None:
                     continue
                 event = codec.decode_event(record.value)
                 fallbacks = tuple(str(f) for f in getattr(event, "fallbacks", ()))
                 self.records.append((time.monotonic(), (record.timestamp_ms - int(stamp)) / 1000,
-                                     getattr(event, "user_id", ""), fallbacks))
+                                     getattr(event, "user_id", ""), fallbacks,
+                                     headers.get(HEADER_FEED_CHANGE) == b"live"))
                 self.last_arrival = time.monotonic()
 
     def wait_quiet(self, cap_s: float) -> float:
@@ -252,17 +262,21 @@ def _http_read(client: httpx.Client, user: str) -> None:
     client.get(f"/feed/{user}").raise_for_status()
 
 
-def feed_stage_means(metrics_port: int) -> dict[str, float]:
-    """Mean milliseconds per feed computation stage in the worker, from its metrics endpoint."""
-    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
-    sums: dict[str, float] = {}
-    counts: dict[str, float] = {}
-    for line in text.splitlines():
-        for suffix, into in (("_sum", sums), ("_count", counts)):
-            prefix = f'pinstream_feed_seconds{suffix}{{stage="'
-            if line.startswith(prefix):
-                stage = line[len(prefix):line.index('"', len(prefix))]
-                into[stage] = float(line.split()[-1])
+def worker_metrics(metrics_port: int) -> str:
+    return httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+
+
+def by_label(text: str, sample: str, label: str) -> dict[str, float]:
+    """Values of one sample (`name`, `name_sum`, ...) by the value of its one label."""
+    prefix = f'{sample}{{{label}="'
+    return {line[len(prefix):line.index('"', len(prefix))]: float(line.split()[-1])
+            for line in text.splitlines() if line.startswith(prefix)}
+
+
+def feed_stage_means(text: str) -> dict[str, float]:
+    """Mean milliseconds per feed computation stage in the worker, from its metrics."""
+    sums = by_label(text, "pinstream_feed_seconds_sum", "stage")
+    counts = by_label(text, "pinstream_feed_seconds_count", "stage")
     return {stage: 1000 * sums[stage] / counts[stage] for stage in sums if counts.get(stage)}
 
 
@@ -284,6 +298,9 @@ def run_feed_bench(workdir: Path, *, rates: Sequence[float], duration_s: float, 
             producer = EventProducer(worker.settings)
             progress(f"warm-up: {warmup:,} interactions...")
             send(producer, records, warmup, 20_000)
+            # Caught up (offsets committed to the end) before the clock starts, then quiet.
+            wait_caught_up(worker.settings, f"{worker.settings.topic_prefix}pinstream-worker",
+                           [worker.settings.topic(PINS_INTERACTIONS.name)], 300)
             follower.wait_quiet(300)
             for rate in rates:
                 phase = RatePhase(rate, duration_s)
@@ -295,9 +312,10 @@ def run_feed_bench(workdir: Path, *, rates: Sequence[float], duration_s: float, 
                 phase.achieved_rate = phase.sent / max(time.monotonic() - started, 1e-9)
                 phase.drain_s = follower.wait_quiet(300)
                 seen = follower.records[before:]
-                phase.refresh_s = [latency for _, latency, _, _ in seen]
-                phase.users_refreshed = len({user for _, _, user, _ in seen})
-                for _, _, _, fallbacks in seen:
+                phase.refresh_s = [latency for _, latency, _, _, live in seen if not live]
+                phase.live_s = [latency for _, latency, _, _, live in seen if live]
+                phase.users_refreshed = len({user for _, _, user, _, live in seen if not live})
+                for _, _, _, fallbacks, _ in seen:
                     for name in fallbacks:
                         phase.fallbacks[name] = phase.fallbacks.get(name, 0) + 1
                 progress(f"bare confluent-kafka at {rate:,.0f}/s...")
@@ -306,8 +324,10 @@ def run_feed_bench(workdir: Path, *, rates: Sequence[float], duration_s: float, 
                 result.load.append(os.getloadavg())
             producer.close()
             follower.close()
-            result.feed_stage_ms = feed_stage_means(metrics_port)
-            fed = sorted({user for _, _, user, _ in follower.records})
+            metrics = worker_metrics(metrics_port)
+            result.feed_stage_ms = feed_stage_means(metrics)
+            result.graph_rows = by_label(metrics, "pinstream_feed_graph_rows_total", "source")
+            fed = sorted({user for _, _, user, _, _ in follower.records})
             progress(f"feed reads ({reads} per path)...")
             if fed:
                 result.reads = time_reads(worker, private_redis.url, fed[:200], reads)
@@ -325,11 +345,13 @@ def result_rows(result: FeedBenchResult) -> tuple[list[list[str]], list[list[str
 
     refresh = []
     for phase in result.phases:
-        ours, bare = summary(phase.refresh_s), summary(phase.bare_kafka_s)
-        ratio = f"{ours['p99'] / bare['p99']:.0f}x" if "p99" in ours and "p99" in bare else "-"
-        refresh.append([f"{phase.rate:,.0f}/s (sent {phase.achieved_rate:,.0f}/s)", ms(ours, "p50"),
-                        ms(ours, "p99"), ms(ours, "max"), f"{int(ours['count']):,}", f"{phase.drain_s:.1f} s",
-                        ms(bare, "p50"), ms(bare, "p99"), ratio])
+        bare = summary(phase.bare_kafka_s)
+        for change, values in (("live patch", phase.live_s), ("full re-rank", phase.refresh_s)):
+            ours = summary(values)
+            ratio = f"{ours['p99'] / bare['p99']:.0f}x" if "p99" in ours and "p99" in bare else "-"
+            refresh.append([f"{phase.rate:,.0f}/s (sent {phase.achieved_rate:,.0f}/s)", change,
+                            ms(ours, "p50"), ms(ours, "p99"), ms(ours, "max"), f"{int(ours['count']):,}",
+                            f"{phase.drain_s:.1f} s", ms(bare, "p50"), ms(bare, "p99"), ratio])
     reads = []
     bare_reads = summary(result.reads.get("bare redis ZREVRANGE", []))
     for path, values in result.reads.items():
@@ -339,6 +361,6 @@ def result_rows(result: FeedBenchResult) -> tuple[list[list[str]], list[list[str
     return refresh, reads
 
 
-REFRESH_COLUMNS = ("rate", "refresh p50", "p99", "max", "refreshes", "drain", "bare kafka p50", "p99",
-                   "p99 vs bare")
+REFRESH_COLUMNS = ("rate", "feed change", "p50", "p99", "max", "changes", "drain", "bare kafka p50",
+                   "p99", "p99 vs bare")
 READ_COLUMNS = ("read path", "p50", "p99", "max", "p99 vs bare")

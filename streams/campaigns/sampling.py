@@ -3,11 +3,12 @@ group's lag, and its connection pools (from its Prometheus endpoint)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
 from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -53,6 +54,25 @@ def total_lag(settings: Settings, group: str) -> int:
     """Records between the group's committed offsets and the ends of its topics (one-off read;
     a campaign sampling each second keeps a `LagReader`)."""
     return sum(row.lag for row in group_lag(settings, group))
+
+
+def wait_caught_up(settings: Settings, group: str, topics: list[str], timeout_s: float, *,
+                   poll_s: float = 1.0) -> float | None:
+    """Seconds until `group` has committed up to the ends of `topics` (0 where it never
+    committed), or None after `timeout_s`."""
+    started = time.monotonic()
+    reader = LagReader(settings, group, topics)
+    try:
+        while time.monotonic() - started < timeout_s:
+            try:
+                if reader.lag() == 0:
+                    return time.monotonic() - started
+            except (PinstreamError, KafkaException):
+                pass
+            time.sleep(poll_s)
+    finally:
+        reader.close()
+    return None
 
 
 class LagReader:

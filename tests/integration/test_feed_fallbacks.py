@@ -75,7 +75,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, stack_settings: Settings) ->
             TcpProxy((stack_settings.hbase_host, stack_settings.hbase_port)) as hbase:
         worker = LocalWorker(workdir, redis_url=redis_server.url, hbase_port=hbase.port,
                              metrics_port=metrics_port, feed_refresh_interval_s=0.3,
-                             feed_ranker_deadline_ms=0.001)
+                             feed_ranker_deadline_ms=0.001,
+                             # Every feed reads HBase, as one whose rows the graph stage does not
+                             # hold would (with them in memory a feed needs no HBase at all).
+                             feed_graph_from_cache=False)
         try:
             worker.start()
             running = Stack(worker, redis_server, hbase, metrics_port)

@@ -66,10 +66,17 @@ def test_interactions_build_the_graph_and_feeds_that_consumers_read(worker: Loca
     assert not offered & {"p0"}  # already saved by alice
     assert all(item.reason for item in alice.items)
 
+    # Feeds read the graph stage's rows in memory, so the feed may come before the HBase write
+    # that the same batch finishes with: the rows are there once that batch is done.
     graph = GraphStore.from_settings(worker.settings, create_tables=False)
-    edges = graph.edges(node_key(NodeType.USER, "bob"))
-    graph.close()
-    assert {key.split(":", 1)[1] for key in edges} >= {f"p{i}" for i in range(6)}
+    deadline = time.monotonic() + 30
+    try:
+        while not {key.split(":", 1)[1] for key in graph.edges(node_key(NodeType.USER, "bob"))} >= {
+                f"p{i}" for i in range(6)}:
+            assert time.monotonic() < deadline, "bob's edges never reached HBase"
+            time.sleep(0.2)
+    finally:
+        graph.close()
 
     served = _feed(worker, "alice")
     assert served["from_cache"] is True

@@ -35,16 +35,18 @@ def test_summaries_and_rows_put_ours_beside_the_bare_ceiling() -> None:
     stats = summary([0.1] * 99 + [1.0])
     assert stats["p50"] == pytest.approx(0.1) and stats["max"] == 1.0 and stats["count"] == 100
     phase = RatePhase(1000.0, 10.0, sent=10_000, achieved_rate=998.0, refresh_s=[0.05, 0.2, 0.3],
-                      bare_kafka_s=[0.01, 0.01, 0.03], drain_s=1.5)
+                      live_s=[0.06, 0.07], bare_kafka_s=[0.01, 0.01, 0.03], drain_s=1.5)
     result = FeedBenchResult(phases=[phase], reads={READ_PATHS[0]: [0.004, 0.006],
                                                     READ_PATHS[2]: [0.001, 0.002]})
     refresh, reads = result_rows(result)
-    assert refresh[0][0] == "1,000/s (sent 998/s)"
-    assert refresh[0][2] == "298 ms" and refresh[0][-1] == "10x"  # p99 0.298 s vs 0.0298 s
+    assert refresh[0][:2] == ["1,000/s (sent 998/s)", "live patch"] and refresh[0][5] == "2"
+    assert refresh[1][1] == "full re-rank"
+    assert refresh[1][3] == "298 ms" and refresh[1][-1] == "10x"  # p99 0.298 s vs 0.0298 s
     assert reads[0][0] == READ_PATHS[0] and reads[0][-1] == "3.0x"
     assert reads[1][-1] == "1.0x"
     payload = result.to_json("pinstream bench feed")
     assert payload["phases"][0]["refresh_latency_s"]["count"] == 3
+    assert payload["phases"][0]["live_latency_s"]["count"] == 2
     assert payload["reads_s"][READ_PATHS[2]]["max"] == 0.002
 
 
