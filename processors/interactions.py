@@ -29,7 +29,7 @@ from sinks.hbase import store_unreachable
 from sinks.redis import FeedCache
 from streams.codec import AvroCodec
 from streams.deadletter import DeadLetterWriter, RawRecord
-from streams.errors import ContractError, DeliveryError, SinkError
+from streams.errors import ContractError, DeliveryError, PinstreamError, SinkError
 from streams.events import ConsumedRecord, FeedItem, FeedUpdated, InteractionAction, PinInteraction, Stage
 from streams.metrics import REGISTRY
 from streams.producer import EventProducer
@@ -70,6 +70,7 @@ _SETTLE_TIMEOUT_S = 60.0
 # A full re-rank waits (at most this long) while an interaction batch is being processed: batches
 # and their live patches come first, re-ranks take the CPU left between them (one interpreter).
 _RERANK_YIELD_MAX_S = 5.0
+_PATCH_QUEUE_BATCHES = 8  # batches of planned live patches waiting for Redis
 _RECOVER_LIMIT = 100_000  # stale users taken over at start (bounded; the rest on the next start)
 
 
@@ -140,6 +141,8 @@ class InteractionStage:
         self.plan = RefreshPlan(refresh_interval_s)
         self.refresh_threads = refresh_threads
         self.patches = patches
+        self._patch_queue: asyncio.Queue[list[PlannedPatch]] = asyncio.Queue(_PATCH_QUEUE_BATCHES)
+        self._patcher: asyncio.Task[None] | None = None
         self._between_batches = threading.Event()
         self._between_batches.set()
         self.woken = asyncio.Event()
@@ -255,10 +258,9 @@ class InteractionStage:
         users = sorted({e.user_id for e in interactions})
 
         def write() -> None:
-            self.cache.mark_stale(users)  # first: the durable record of the refreshes owed
-            self.cache.add_interactions(interactions)
-            for hide in hides:  # at once, not at the next refresh or the TTL
-                self.cache.remove_pin(hide.user_id, hide.pin_id)
+            # Stale marks first (the durable record of the refreshes owed), then trending, then
+            # the hides out of the cached feeds at once (not at the next refresh or the TTL).
+            self.cache.record_batch(users, interactions, [(hide.user_id, hide.pin_id) for hide in hides])
 
         if not interactions:
             return True
@@ -280,8 +282,8 @@ class InteractionStage:
             return False
 
     async def _patch_feeds(self, consumed: list[ConsumedRecord], report: InteractionReport) -> None:
-        """Live patches of the cached feeds this batch changes, each announced as FeedUpdated;
-        a failure only logs: the users are marked stale, so the full refresh still comes."""
+        """Plan the live patches this batch makes (from the rows it just applied) and queue them
+        for the patcher, so their Redis round trip and announcements overlap the next batch."""
         if self.patches is None:
             return
         timed = [TimedInteraction(r.value, r.timestamp_ms) for r in consumed
@@ -289,19 +291,28 @@ class InteractionStage:
         planned = plan_patches(timed, self.graph.cache.peek, self.patches, int(time.time() * 1000))
         if not planned:
             return
-        try:
-            feeds = await asyncio.to_thread(self.cache.patch_feeds, [p.patch for p in planned])
-        except SinkError as exc:
-            log.warning("live feed patches not applied (the full refresh will come): %s", exc)
-            return
-        self._announce_patches(planned, feeds)
-        report.patched = len(feeds)
+        if self._patcher is None or self._patcher.done():
+            self._patcher = asyncio.get_running_loop().create_task(self._run_patches())
+        await self._patch_queue.put(planned)  # bounded: a slow Redis holds the batches back
+        report.patched = len(planned)
 
-    def _announce_patches(self, planned: list[PlannedPatch], feeds: dict[str, list[FeedItem]]) -> None:
+    async def _run_patches(self) -> None:
+        """Apply queued patches (all that waited, in one pipeline) and announce each as
+        FeedUpdated; a failure only logs: the users are marked stale, so the re-rank still comes."""
+        while True:
+            planned = list(await self._patch_queue.get())
+            while not self._patch_queue.empty():
+                planned.extend(self._patch_queue.get_nowait())
+            try:
+                feeds = await asyncio.to_thread(self.cache.patch_feeds, [p.patch for p in planned])
+                self._announce_patches(planned, feeds)
+            except PinstreamError as exc:
+                log.warning("live feed patches not applied (the re-rank will come): %s", exc)
+
+    def _announce_patches(self, planned: list[PlannedPatch], feeds: list[list[FeedItem] | None]) -> None:
         written_ms = time.time() * 1000
         model = f"{self.feeds.computer.params.model}+live"
-        for item in planned:
-            feed = feeds.get(item.patch.user_id)
+        for item, feed in zip(planned, feeds, strict=True):
             if feed is None:
                 continue
             headers = [(HEADER_FEED_CHANGE, b"live")]

@@ -252,13 +252,13 @@ class FeedCache:
 
         return self._call("read_feed", read)
 
-    def patch_feeds(self, patches: Sequence[FeedPatch]) -> dict[str, list[FeedItem]]:
-        """Apply live patches, one atomic script call per user, all in one pipeline; returns the
-        patched feeds (best first) of the users that had one cached."""
+    def patch_feeds(self, patches: Sequence[FeedPatch]) -> list[list[FeedItem] | None]:
+        """Apply live patches in order, one atomic script call each, all in one pipeline; returns
+        each patched feed (best first), None where no feed was cached (nothing written there)."""
         if not patches:
-            return {}
+            return []
 
-        def patch(conn: Client) -> dict[str, list[FeedItem]]:
+        def patch(conn: Client) -> list[list[FeedItem] | None]:
             for attempt in (0, 1):
                 pipe = conn.pipeline(transaction=False)
                 for item in patches:
@@ -274,8 +274,7 @@ class FeedCache:
                     replies = pipe.execute()
                 except redis.exceptions.NoScriptError:
                     continue
-                return {item.user_id: _feed_items(reply) for item, reply in zip(patches, replies, strict=True)
-                        if reply}
+                return [_feed_items(reply) if reply else None for reply in replies]
             raise redis.exceptions.NoScriptError("feed patch script not loaded")
 
         return self._call("patch_feeds", patch)
@@ -328,28 +327,56 @@ class FeedCache:
 
     def add_interactions(self, events: Sequence[PinInteraction]) -> None:
         """Fold a batch of interactions into the decayed popularity set, in one script call."""
+        self.record_batch((), events, ())
+
+    def record_batch(self, stale_users: Iterable[str], events: Sequence[PinInteraction],
+                     hidden: Sequence[tuple[str, str]]) -> None:
+        """What one interaction batch owes Redis, in one round trip and in this order: the users'
+        stale marks (the durable record of the refreshes owed), the events folded into trending
+        (one script call), and each hidden (user, pin) taken out of that user's feed and
+        preferences. Each step is idempotent but trending: a failed script is retried alone."""
+        now = _ms(self.clock())
+        marks = {user: now for user in stale_users}
+        trending = self._trending_args(events)
+        if not marks and trending is None and not hidden:
+            return
+        keys = (self.trending_key, self.trending_ref_key)
+
+        def record(conn: Client) -> None:
+            pipe = conn.pipeline(transaction=False)
+            if marks:
+                pipe.zadd(self.stale_key, marks)
+            if trending is not None:  # the digest: the script's text crosses once per server start
+                pipe.evalsha(_TRENDING_ADD_SHA1, len(keys), *keys, *trending)
+            for user_id, pin_id in hidden:
+                pipe.zrem(self.feed_key(user_id), pin_id)
+                pipe.hdel(self.reasons_key(user_id), pin_id)
+                pipe.zrem(self.prefs_key(user_id), pin_id)
+            replies = pipe.execute(raise_on_error=False)
+            failed = [reply for reply in replies if isinstance(reply, Exception)]
+            if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in failed) and trending:
+                conn.eval(_TRENDING_ADD, len(keys), *keys, *trending)
+                failed = [reply for reply in failed if not isinstance(reply, redis.exceptions.NoScriptError)]
+            if failed:
+                raise failed[0]
+
+        self._call("record_batch", record)
+
+    def _trending_args(self, events: Sequence[PinInteraction]) -> list[str | float | int] | None:
+        """The trending script's arguments for these events (None when none weighs anything)."""
         weighted = [(e.pin_id, self.trending_weights.get(e.action, 0.0), _ms(e.event_time.timestamp()))
                     for e in events]
         weighted = [item for item in weighted if item[1]]
         if not weighted:
-            return
+            return None
         newest = max(at for _, _, at in weighted)
         by_pin: dict[str, float] = {}
         for pin, weight, at in weighted:  # decayed to the batch's newest event: one entry per pin
             by_pin[pin] = by_pin.get(pin, 0.0) + weight * 2.0 ** ((at - newest) / self.half_life_ms)
-        args: list[str | float] = [self.half_life_ms, self.trending_max_pins, newest]
+        args: list[str | float | int] = [self.half_life_ms, self.trending_max_pins, newest]
         for pin, weight in by_pin.items():
             args.extend((pin, repr(weight)))
-
-        keys = (self.trending_key, self.trending_ref_key)
-
-        def add(conn: Client) -> None:
-            try:  # the script's digest: its text crosses the network once per server start
-                conn.evalsha(_TRENDING_ADD_SHA1, len(keys), *keys, *args)
-            except redis.exceptions.NoScriptError:
-                conn.eval(_TRENDING_ADD, len(keys), *keys, *args)
-
-        self._call("add_interactions", add)
+        return args
 
     def trending(self, limit: int) -> list[tuple[str, float]]:
         """The `limit` most popular pins now, with their popularity decayed to now."""

@@ -252,9 +252,10 @@ def test_a_live_patch_removes_lifts_trims_and_returns_the_feed(cache: FeedCache,
         FeedPatch("nobody", remove=("p1",), lift=(("new", 1.0, "live:p1"),)),
     ])
 
-    assert set(patched) == {"u1"}  # no feed cached for "nobody": nothing written for it
+    assert patched[1] is None  # no feed cached for "nobody": nothing written for it
     assert not raw.exists(cache.feed_key("nobody"))
-    items = patched["u1"]
+    items = patched[0]
+    assert items is not None
     assert items[:4] == [FeedItem("new", 200.0, "live:p0"), FeedItem("new2", 199.75, "live:p0"),
                          FeedItem("p150", 199.5, "live:p0"), FeedItem("p1", 199.0, "walk:board b1")]
     assert len(items) == 200
@@ -271,4 +272,23 @@ def test_a_live_patch_reloads_its_script_after_a_script_flush(cache: FeedCache, 
 
     patched = cache.patch_feeds([FeedPatch("u1", lift=(("c", 0.25, "live:a"),))])
 
-    assert [item.pin_id for item in patched["u1"]] == ["c", "a", "b"]
+    assert [item.pin_id for item in patched[0] or []] == ["c", "a", "b"]
+
+
+def test_a_batch_marks_users_stale_folds_trending_and_removes_hides_in_one_call(
+        cache: FeedCache, raw: redis.Redis) -> None:
+    cache.write_feeds([feed("u1", ["a", "b", "c"])], {"u1": [("b", 1.0), ("c", 0.5)]})
+    now = datetime.now(UTC)
+    events = [PinInteraction(user_id="u1", pin_id="b", action=InteractionAction.HIDE, session_id="s",
+                             event_time=now),
+              PinInteraction(user_id="u2", pin_id="z", action=InteractionAction.SAVE, session_id="s",
+                             event_time=now)]
+    raw.script_flush()  # the trending script is loaded again within the same call
+
+    cache.record_batch(["u1", "u2"], events, [("u1", "b")])
+
+    assert set(cache.stale_users(10)) == {"u1", "u2"}
+    assert cache.trending(5)[0][0] == "z"
+    assert [item.pin_id for item in cache.read_feed("u1") or []] == ["a", "c"]
+    assert not raw.hexists(cache.reasons_key("u1"), "b")
+    assert cache.preferences("u1") == [("c", 0.5)]
