@@ -62,6 +62,8 @@ INTERACTION_BATCHES = Histogram(
     "(every record produced acknowledged), process (all of it).", ["phase"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=REGISTRY,
 )
+for _phase in ("wait", "graph", "deltas", "cache", "patch", "flush", "settle", "process"):
+    INTERACTION_BATCHES.labels(_phase)  # exported from the start, for the alerts
 INTERACTION_BATCH_RECORDS = Histogram(
     "pinstream_interaction_batch_records", "Records per interaction batch.",
     buckets=(1, 10, 50, 100, 250, 500, 1000, 2000), registry=REGISTRY,
@@ -180,6 +182,9 @@ class InteractionStage:
         clock = _PhaseClock()
         batch = await self._apply_graph(events, positions, consumed, records, report)
         clock.lap("graph")
+        if batch is not None:  # first: the patches need only the applied rows
+            await self._patch_feeds(consumed, report)
+        clock.lap("patch")
         # The HBase write runs beside the Redis work: live patches read the applied rows from
         # the cache, and the batch is acknowledged only after both (and the deltas) are done.
         flushed = asyncio.create_task(self._flush_graph(consumed, records, report)) if batch else None
@@ -190,11 +195,8 @@ class InteractionStage:
             report.deltas = len(batch.deltas)
         clock.lap("deltas")
         interactions = [e for e in events if isinstance(e, PinInteraction)]
-        cached = await self._update_cache(interactions, report)
+        await self._update_cache(interactions, report)
         clock.lap("cache")
-        if cached and batch is not None:
-            await self._patch_feeds(consumed, report)
-        clock.lap("patch")
         if flushed is not None:
             await flushed
             clock.lap("flush")

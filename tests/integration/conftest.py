@@ -7,10 +7,13 @@ Fixtures: `stack_settings`, `local_stack` (autouse), `kafka_bootstrap`, `redis_u
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
+from streams.dlq import DeadLetter, read_dead_letters
 from streams.errors import StackError
 from streams.settings import Settings, load_settings
 from streams.stack import hbase, kafka, redis
@@ -74,3 +77,22 @@ def redis_url(local_stack: StackEndpoints) -> str:
 @pytest.fixture(scope="session")
 def hbase_address(local_stack: StackEndpoints) -> tuple[str, int]:
     return local_stack.hbase_address
+
+
+DeadLetters = Callable[[Settings, int, float], dict[str, DeadLetter]]
+
+
+@pytest.fixture
+def dead_letters() -> DeadLetters:
+    """Waits (up to `timeout_s`) until the namespace's dead-letter topic holds `expected` letters,
+    read with the `pinstream dlq` reader; returns them by key (the last one of a key wins)."""
+
+    def wait(settings: Settings, expected: int, timeout_s: float) -> dict[str, DeadLetter]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            letters = {(letter.key or b"").decode(): letter for letter in read_dead_letters(settings)}
+            if len(letters) >= expected or time.monotonic() > deadline:
+                return letters
+            time.sleep(0.5)
+
+    return wait

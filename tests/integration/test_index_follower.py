@@ -6,20 +6,20 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from processors.index_live import IndexFollower
+from streams.dlq import DeadLetter
 from streams.events import PinEmbedding
 from streams.settings import Settings
-from streams.topics import DEADLETTER, HEADER_DLQ_REASON, HEADER_DLQ_SOURCE
 from tests.integration.kafka_fixtures import kafka_settings
 from tests.integration.test_index_catchup import EMBEDDING_DIM, MODEL, embedding, publish
 
 pytestmark = pytest.mark.integration
+LetterWait = Callable[[Settings, int, float], dict[str, DeadLetter]]  # the dead_letters fixture
 __all__ = ["kafka_settings"]
 
 MODEL_ID = "efficientnet-lite0"
@@ -43,27 +43,8 @@ def _wait_for(follower: IndexFollower, handled: int, timeout: float = 60.0) -> N
     assert follower.applied + follower.rejected >= handled, (follower.applied, follower.rejected)
 
 
-def _dead_letters(settings: Settings, expected: int) -> dict[str, tuple[str, str]]:
-    """key -> (reason, source) of the dead letters, read from the start of the topic."""
-    consumer = Consumer(settings.kafka_consumer(f"g-{uuid.uuid4()}"))
-    consumer.assign([TopicPartition(settings.topic(DEADLETTER.name), p, 0)
-                     for p in range(DEADLETTER.partitions)])
-    letters: dict[str, tuple[str, str]] = {}
-    deadline = time.monotonic() + 30
-    try:
-        while len(letters) < expected and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is not None and msg.error() is None:
-                headers = {name: bytes(value or b"") for name, value in msg.headers() or []}
-                letters[bytes(msg.key() or b"").decode()] = (headers[HEADER_DLQ_REASON].decode(),
-                                                             headers[HEADER_DLQ_SOURCE].decode())
-    finally:
-        consumer.close()
-    return letters
-
-
 def test_unsupported_embeddings_are_dead_lettered_with_reasons_and_the_follower_goes_on(
-        follower: IndexFollower) -> None:
+        follower: IndexFollower, dead_letters: LetterWait) -> None:
     settings = follower.settings
     good = embedding("p-good", 1)
     migrating = embedding("p-next-version", 2, model_version="lite0-2025.2")
@@ -78,10 +59,10 @@ def test_unsupported_embeddings_are_dead_lettered_with_reasons_and_the_follower_
     assert "p-good" in follower.index
     assert not any(pin in follower.index for pin in ("p-next-version", "p-foreign", "p-short"))
     assert (follower.applied, follower.rejected) == (2, 2)  # indexed + skipped; two refused
-    letters = _dead_letters(settings, 2)
-    assert {key: reason for key, (reason, _) in letters.items()} == {
+    letters = dead_letters(settings, 2, 30)
+    assert {key: letter.reason for key, letter in letters.items()} == {
         "p-foreign": "unsupported_model", "p-short": "bad_dimension"}
-    assert all(source.startswith(settings.topic("pins.embeddings.v1")) for _, source in letters.values())
+    assert all(letter.source_topic == settings.topic("pins.embeddings.v1") for letter in letters.values())
 
     publish(settings, [embedding("p-after", 3)])  # the follower is still alive and indexing
     _wait_for(follower, 5)

@@ -10,13 +10,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from PIL import Image
 
 from sinks.hbase import PinStore
@@ -24,14 +23,13 @@ from streams import stack
 from streams.blobs import BlobStore
 from streams.codec import AvroCodec
 from streams.consumer import EventConsumer
+from streams.dlq import DeadLetter
 from streams.events import PinCreated, PinEmbedding, Reconciliation, Stage
 from streams.localworker import LocalWorker
 from streams.producer import EventProducer, PinProducer
 from streams.ratelimit import RateLimiter
 from streams.settings import Settings
 from streams.topics import (
-    DEADLETTER,
-    HEADER_DLQ_REASON,
     PINS_CREATED,
     PINS_EMBEDDINGS,
     RECONCILIATION,
@@ -41,6 +39,7 @@ from streams.workload.population import build_world
 from tests.unit.test_images import png_with_size
 
 pytestmark = pytest.mark.integration
+LetterWait = Callable[[Settings, int, float], dict[str, DeadLetter]]  # the dead_letters fixture
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +113,8 @@ def test_published_pins_are_embedded_stored_and_found_by_an_augmented_copy(worke
     assert "p5" in cli.stdout.splitlines()[3]  # the first row of the table
 
 
-def test_bad_images_are_dead_lettered_with_reasons_and_the_worker_goes_on(worker: LocalWorker) -> None:
+def test_bad_images_are_dead_lettered_with_reasons_and_the_worker_goes_on(
+        worker: LocalWorker, dead_letters: LetterWait) -> None:
     settings = worker.settings
     codec = AvroCodec()
     bad = {
@@ -136,21 +136,13 @@ def test_bad_images_are_dead_lettered_with_reasons_and_the_worker_goes_on(worker
     raw.close()
     (good,) = _publish_pins(settings, _images(1, seed=9), "after-bad-")
 
-    dlq = Consumer(settings.kafka_consumer(f"g-{uuid.uuid4()}"))
-    dlq.assign([TopicPartition(settings.topic(DEADLETTER.name), p, 0) for p in range(DEADLETTER.partitions)])
-    reasons: dict[bytes, str] = {}
-    deadline = time.monotonic() + 120
-    while len(reasons) < 6 and time.monotonic() < deadline:
-        msg = dlq.poll(0.5)
-        if msg is not None and msg.error() is None:
-            reasons[msg.key()] = dict(msg.headers())[HEADER_DLQ_REASON].decode()
-    dlq.close()
-    assert reasons[b"bad-corrupt"] in ("corrupt_image", "not_an_image")
-    assert reasons[b"bad-zero"] == "empty_image"
-    assert reasons[b"bad-text"] == "not_an_image"
-    assert reasons[b"bad-bomb"] == "too_many_pixels"
-    assert reasons[b"bad-ref"] == "unknown_blob"
-    assert reasons[b"bad-bytes"] in ("bad_magic", "unknown_schema_id", "registry_not_configured")
+    reasons = {key: letter.reason for key, letter in dead_letters(settings, 6, 120).items()}
+    assert reasons["bad-corrupt"] in ("corrupt_image", "not_an_image")
+    assert reasons["bad-zero"] == "empty_image"
+    assert reasons["bad-text"] == "not_an_image"
+    assert reasons["bad-bomb"] == "too_many_pixels"
+    assert reasons["bad-ref"] == "unknown_blob"
+    assert reasons["bad-bytes"] in ("bad_magic", "unknown_schema_id", "registry_not_configured")
     embedded = [e for e in _read(settings, PINS_EMBEDDINGS.name, 20, timeout=15)
                 if isinstance(e, PinEmbedding)]
     assert good.pin_id in {e.pin_id for e in embedded}

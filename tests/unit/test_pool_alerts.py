@@ -1,5 +1,5 @@
-"""The Prometheus rules for pools: they parse, fire at the thresholds the design asks for, and name
-only metrics that the pool exports."""
+"""The Prometheus rules for pools and feeds: they parse, fire at the thresholds the design asks
+for, and name only metrics that we export."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ def rules() -> dict[str, dict[str, Any]]:
 
 def exported_sample_names() -> set[str]:
     """Every sample name the registry exposes once a pool exists (labelled series appear then)."""
+    import processors.interactions  # noqa: F401  (registers the feed and batch histograms)
+
     pool = ConnectionPool(PoolConfig("alerts-check", "fake"), create=object, close=lambda conn: None)
     with pool.connection():
         pass
@@ -63,3 +65,11 @@ def test_counters_exist_at_zero_before_the_first_event() -> None:
     for metric in ("pinstream_pool_leaks_total", "pinstream_pool_exhausted_total"):
         assert REGISTRY.get_sample_value(metric, {"pool": "alerts-zero"}) == 0
     pool.close()
+
+
+def test_the_feed_alert_fires_when_live_patches_miss_the_150_ms_slo(rules: dict[str, dict[str, Any]]) -> None:
+    rule = rules["PinstreamFeedLiveLagOverSlo"]
+    assert "histogram_quantile(0.99," in rule["expr"]
+    assert "pinstream_feed_live_lag_seconds_bucket" in rule["expr"]
+    assert float(rule["expr"].rsplit(">", 1)[1]) == 0.15
+    assert 'phase="wait"' in rules["PinstreamInteractionStageBehind"]["expr"]
