@@ -1,6 +1,7 @@
 """The interaction stage: pins.interactions.v1 (and pin->board edges from pins.created.v1) ->
-graph rows in HBase + GraphEdgeDelta records, trending, targeted feed invalidation on hides, and
-coalesced feed refreshes (at most one per user per interval) published as FeedUpdated.
+graph rows in HBase + GraphEdgeDelta records, trending, targeted feed invalidation on hides, live
+patches of the cached feeds a batch changes, and coalesced full re-ranks (at most one per user per
+interval), each published as FeedUpdated.
 
 A refresh owed to a user outlives the worker: before a batch is acknowledged its users are marked
 stale in Redis (or, with Redis down, handed to the reconciler), the mark is cleared once the feed
@@ -184,8 +185,9 @@ class InteractionStage:
         clock.lap("graph")
         # The HBase write runs beside the Redis work: live patches read the applied rows from
         # the cache, and the batch is acknowledged only after both (and the deltas) are done.
-        flushed = asyncio.create_task(self._flush_graph(consumed, records, report)) if batch else None
+        flushed = None
         if batch is not None:
+            flushed = asyncio.create_task(self._flush_graph(consumed, records, report))
             report.applied = batch.applied
             for delta in batch.deltas:
                 self.producer.send_event(GRAPH_EDGES, delta.src, delta)
