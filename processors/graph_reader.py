@@ -7,7 +7,7 @@ round trips and shows it the batch just applied, even before that batch is flush
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from prometheus_client import Counter
@@ -41,17 +41,16 @@ class StoreNeighbours(Protocol):
 class CachedGraphReader:
     """`GraphReader` over the processor's row cache, falling back to the store for rows not in it."""
 
-    def __init__(self, store: StoreNeighbours, rows: Callable[[], RowPeek]) -> None:
+    def __init__(self, store: StoreNeighbours, rows: RowPeek) -> None:
         self.store = store
-        self.rows = rows  # the cache of the moment (a processor may replace its cache)
+        self.rows = rows
 
     def neighbours(self, node_type: NodeType, node_ids: Sequence[str]) -> dict[str, Neighbours]:
         moment = self.store.now_ms()
-        cache = self.rows()
         out: dict[str, Neighbours] = {}
         missing: list[str] = []
         for node_id in dict.fromkeys(node_ids):
-            edges = cache.peek(node_key(node_type, node_id))
+            edges = self.rows.peek(node_key(node_type, node_id))
             if edges is None:
                 missing.append(node_id)
             elif edges:

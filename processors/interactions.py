@@ -96,7 +96,7 @@ class InteractionReport:
     dead_lettered: int = 0
     reconciliations: int = 0
     dirty_users: int = 0
-    patched: int = 0
+    patches_queued: int = 0
 
 
 @dataclass
@@ -300,7 +300,7 @@ class InteractionStage:
         if self._patcher is None or self._patcher.done():
             self._patcher = asyncio.get_running_loop().create_task(self._run_patches())
         await self._patch_queue.put(planned)  # bounded: a slow Redis holds the batches back
-        report.patched = len(planned)
+        report.patches_queued = len(planned)
 
     async def _run_patches(self) -> None:
         """Apply queued patches (all that waited, in one pipeline) and announce each as
@@ -319,15 +319,9 @@ class InteractionStage:
         written_ms = time.time() * 1000
         model = f"{self.feeds.computer.params.model}+live"
         for item, feed in zip(planned, feeds, strict=True):
-            if feed is None:
-                continue
-            headers = [(HEADER_FEED_CHANGE, b"live")]
-            if item.oldest_ms is not None:
-                headers.append((HEADER_SOURCE_TIMESTAMP, str(item.oldest_ms).encode()))
-                FEED_LIVE_LAG.observe(max(0.0, written_ms - item.oldest_ms) / 1000)
-            self.producer.send_event(FEEDS_UPDATED, item.patch.user_id,
-                                     FeedUpdated(user_id=item.patch.user_id, items=tuple(feed), model=model),
-                                     headers=headers)
+            if feed is not None:
+                self._send_feed(FeedUpdated(user_id=item.patch.user_id, items=tuple(feed), model=model),
+                                b"live", item.oldest_ms, written_ms, FEED_LIVE_LAG)
 
     def _hand_over(self, user_id: str, exc: SinkError) -> int:
         """Ask the reconciler to rewrite the user's feed, once per Redis outage; 1 if asked now."""
@@ -397,15 +391,21 @@ class InteractionStage:
     def _announce(self, results: list[FeedResult], since: dict[str, int | None]) -> None:
         written_ms = time.time() * 1000
         for result in results:
-            oldest = since.get(result.user_id)
-            headers: list[tuple[str, bytes]] = [(HEADER_FEED_CHANGE, b"full")]
-            if oldest is not None:
-                # Downstream (and `pinstream bench feed`) can tell how fresh the feed is.
-                headers.append((HEADER_SOURCE_TIMESTAMP, str(oldest).encode()))
-                if not result.needs_reconciliation:
-                    FEED_REFRESH_LAG.observe(max(0.0, written_ms - oldest) / 1000)
-            self.producer.send_event(FEEDS_UPDATED, result.user_id, result.event(), headers=headers)
+            self._send_feed(result.event(), b"full", since.get(result.user_id), written_ms,
+                            None if result.needs_reconciliation else FEED_REFRESH_LAG)
             self._reconcile_uncached(result)
+
+    def _send_feed(self, event: FeedUpdated, change: bytes, oldest_ms: int | None, written_ms: float,
+                   lag: Histogram | None) -> None:
+        """Publish a feed on feeds.updated.v1, saying how it changed and (when known) the Kafka
+        timestamp of the oldest interaction it covers; `lag` times that interaction's wait."""
+        headers = [(HEADER_FEED_CHANGE, change)]
+        if oldest_ms is not None:
+            # Downstream (and `pinstream bench feed`) can tell how fresh the feed is.
+            headers.append((HEADER_SOURCE_TIMESTAMP, str(oldest_ms).encode()))
+            if lag is not None:
+                lag.observe(max(0.0, written_ms - oldest_ms) / 1000)
+        self.producer.send_event(FEEDS_UPDATED, event.user_id, event, headers=headers)
 
     def read_feed(self, user_id: str, *, offset: int = 0, count: int | None = None) -> FeedResult:
         """A page of the user's feed (the cache first, else computed); a feed that Redis could not

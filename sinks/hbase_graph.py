@@ -256,7 +256,7 @@ class GraphStore:
                    ) -> dict[str, dict[NodeType, dict[str, float]]]:
         """Each known node's neighbours grouped by type, weights decayed to `at_ms` (default now);
         unknown nodes are absent. The feed's graph reader."""
-        moment = at_ms if at_ms is not None else int(self._clock() * 1000)
+        moment = at_ms if at_ms is not None else self.now_ms()
         keys = {node_key(node_type, node_id): node_id for node_id in node_ids}
         out: dict[str, dict[NodeType, dict[str, float]]] = {}
         for key, row in self.read_rows(keys).items():

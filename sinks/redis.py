@@ -303,13 +303,6 @@ class FeedCache:
 
     # --- feeds owed a refresh ----------------------------------------------------------------
 
-    def mark_stale(self, users: Iterable[str]) -> None:
-        """Record that these users' feeds must be refreshed (durably, before the ack)."""
-        now = _ms(self.clock())
-        marks = {user: now for user in users}
-        if marks:
-            self._call("mark_stale", lambda conn: conn.zadd(self.stale_key, marks))
-
     def clear_stale(self, users: Sequence[str], *, computed_at: float) -> int:
         """Unmark users whose feeds were written from state read at `computed_at` (epoch s) or
         later; returns how many were unmarked."""

@@ -118,7 +118,7 @@ def build_interaction_stage(settings: Settings, producer: EventProducer, codec: 
     graph = GraphProcessor(graph_store, config, lease=WriterLease(graph_store))
     params = FeedParams.from_settings(settings)
     # Feeds read the rows the graph processor holds (the freshest copy), HBase for the rest.
-    reader = CachedGraphReader(graph_store, lambda: graph.cache) if settings.feed_graph_from_cache else None
+    reader = CachedGraphReader(graph_store, graph.cache) if settings.feed_graph_from_cache else None
     computer = FeedComputer(reader or graph_store, embeddings=embeddings, similar=embeddings, trending=cache,
                             preferences=cache, params=params)
     patches = PatchParams(config.action_weights, related=settings.feed_live_related,

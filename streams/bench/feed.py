@@ -27,6 +27,7 @@ import httpx
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
 
 from sinks.redis import FeedCache
 from streams.bench.graph import interaction_event
@@ -267,10 +268,9 @@ def worker_metrics(metrics_port: int) -> str:
 
 
 def by_label(text: str, sample: str, label: str) -> dict[str, float]:
-    """Values of one sample (`name`, `name_sum`, ...) by the value of its one label."""
-    prefix = f'{sample}{{{label}="'
-    return {line[len(prefix):line.index('"', len(prefix))]: float(line.split()[-1])
-            for line in text.splitlines() if line.startswith(prefix)}
+    """Values of one sample (`name`, `name_sum`, ...) by the value of `label`."""
+    return {found.labels[label]: found.value for family in text_string_to_metric_families(text)
+            for found in family.samples if found.name == sample and label in found.labels}
 
 
 def feed_stage_means(text: str) -> dict[str, float]:

@@ -228,7 +228,7 @@ def test_redis_stopped_is_a_sink_error_and_service_resumes_after_a_restart(
 
 def test_stale_marks_stay_until_a_feed_computed_after_them_is_written(
         cache: FeedCache, raw: redis.Redis) -> None:
-    cache.mark_stale(["u1", "u2", "u3"])
+    cache.record_batch(["u1", "u2", "u3"], (), ())
     assert sorted(cache.stale_users(10)) == ["u1", "u2", "u3"]
     marked_at = time.time()
     # A feed computed before the mark does not clear it; one computed after does.
@@ -236,7 +236,7 @@ def test_stale_marks_stay_until_a_feed_computed_after_them_is_written(
     assert cache.clear_stale(["u1", "u2"], computed_at=marked_at + 1) == 2
     assert cache.stale_users(10) == ["u3"]
     time.sleep(0.01)
-    cache.mark_stale(["u3"])  # marked again while its refresh was computing: stays marked
+    cache.record_batch(["u3"], (), ())  # marked again while its refresh was computing: stays marked
     assert cache.clear_stale(["u3"], computed_at=marked_at) == 0
     assert cache.stale_users(10) == ["u3"] and raw.zcard(cache.stale_key) == 1
     assert cache.clear_stale([], computed_at=time.time()) == 0

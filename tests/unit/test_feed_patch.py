@@ -112,7 +112,7 @@ class FakeCache:
 def test_the_reader_takes_cached_rows_and_asks_the_store_only_for_the_rest() -> None:
     store = FakeStore({"pin:p2": {"pin:a": Edge(2.0, NOW)}, "pin:p1": {"pin:stale": Edge(9.0, NOW)}})
     cache = FakeCache({"pin:p1": {"pin:a": Edge(4.0, NOW), "board:b1": Edge(1.0, NOW)}, "pin:new": {}})
-    reader = CachedGraphReader(store, lambda: cache)
+    reader = CachedGraphReader(store, cache)
 
     got = reader.neighbours(NodeType.PIN, ["p1", "p2", "new", "gone"])
 
