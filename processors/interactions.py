@@ -214,6 +214,10 @@ class InteractionStage:
             self.woken.set()
         return report
 
+    def forget_partition(self, stream: str) -> None:
+        """A source partition went to another worker: drop its event ids (rows stay cached)."""
+        self.graph.forget_partition(stream)
+
     async def _apply_graph(self, events: list[GraphEvent], positions: list[Position],
                            consumed: list[ConsumedRecord], records: Sequence[RawRecord],
                            report: InteractionReport) -> GraphBatch | None:

@@ -4,6 +4,7 @@ views. Entry point only: nothing imports it but the CLI."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -16,8 +17,9 @@ from faust.types import EventT, StreamT
 
 from processors.graph_writer import GraphWriterFenced
 from streams.deadletter import RawRecord
+from streams.interaction_consumer import InteractionConsumer
 from streams.settings import Settings
-from streams.topics import PINS_CREATED, PINS_INTERACTIONS
+from streams.topics import PINS_CREATED
 from streams.web import register_views
 from streams.worker import WorkerRuntime
 
@@ -61,6 +63,8 @@ class PinstreamApp(faust.App):
         super().__init__(*args, **kwargs)
         self.pinstream_settings = settings
         self.runtime: WorkerRuntime | None = None
+        self.interaction_consumer: InteractionConsumer | None = None
+        self.interaction_task: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:
         await super().on_start()
@@ -68,20 +72,47 @@ class PinstreamApp(faust.App):
         runtime = await asyncio.to_thread(WorkerRuntime.build, self.pinstream_settings)
         await runtime.start()
         self.runtime = runtime
+        # Interactions are consumed by a confluent-kafka loop of their own, not a faust agent
+        # (streams/interaction_consumer.py says why); built off the loop (it joins its group).
+        consumer = await asyncio.to_thread(InteractionConsumer, self.pinstream_settings, runtime.interactions)
+        self.interaction_consumer = consumer
+        self.interaction_task = asyncio.get_running_loop().create_task(consumer.run())
+        self.interaction_task.add_done_callback(_stop_worker_when_ended)
         log.info("worker ready: %s", runtime.health())
 
     async def on_stop(self) -> None:
+        task, self.interaction_task = self.interaction_task, None
+        if task is not None and self.interaction_consumer is not None:
+            self.interaction_consumer.stop()  # ends after the batch in flight, then leaves the group
+            with contextlib.suppress(Exception):
+                await task
         runtime, self.runtime = self.runtime, None
         if runtime is not None:
             await runtime.stop()
         await super().on_stop()
 
 
+def _stop_worker_when_ended(task: asyncio.Task[None]) -> None:
+    """The interaction loop ends only when asked to, or on an error it cannot get past: then the
+    worker stops the way SIGTERM stops it (in-flight batches of the other stages finish)."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if isinstance(exc, GraphWriterFenced):
+        # A newer worker writes the graph now: nothing more from this cache.
+        log.critical("%s", exc)
+    elif exc is not None:
+        log.critical("interaction consumer stopped: %r", exc, exc_info=exc)
+    else:
+        return
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def create_app(settings: Settings) -> PinstreamApp:
     # "kafka" names faust's transport; TLS and SASL travel in broker_credentials (there is no
     # "kafka+ssl" transport: such a URL fails when the worker starts).
     app = PinstreamApp(
-        settings, f"{settings.topic_prefix}pinstream-worker",
+        settings, settings.worker_group_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=broker_credentials(settings),
         key_serializer="raw", value_serializer="raw",
@@ -105,26 +136,6 @@ def create_app(settings: Settings) -> PinstreamApp:
             report = await runtime.stage.process([raw_from_event(e) for e in events])
             if report.dead_lettered or report.reconciliations:
                 log.info("embed batch: %s", report)
-
-    interactions = app.topic(settings.topic(PINS_INTERACTIONS.name), settings.topic(PINS_CREATED.name),
-                             key_serializer="raw", value_serializer="raw")
-
-    @app.agent(interactions)
-    async def update_graph(stream: StreamT[Any]) -> None:
-        assert isinstance(stream, Stream)
-        # Acknowledged after the graph rows are stored (or reconciled) and the deltas published.
-        async for events in stream.take_events(2000, within=settings.graph_batch_wait_ms / 1000):
-            runtime = app.runtime
-            if runtime is None:
-                raise RuntimeError("worker runtime not running")
-            try:
-                await runtime.interactions.process([raw_from_event(e) for e in events])
-            except GraphWriterFenced as exc:
-                # A newer worker writes the graph now: nothing more from this cache; the worker
-                # stops the way SIGTERM stops it (in-flight batches of other agents finish).
-                log.critical("%s", exc)
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
 
     @app.task
     async def refresh_feeds() -> None:

@@ -12,6 +12,7 @@ from streams import metrics
 from streams.errors import PinstreamError
 from streams.offsets import Position, partitions_of, plain_consumer, resolve, watermarks
 from streams.settings import Settings
+from streams.topics import PINS_CREATED, PINS_INTERACTIONS
 
 TIMEOUT_S = 30.0
 
@@ -34,6 +35,15 @@ class OffsetMove:
     partition: int
     current: int | None
     target: int
+
+
+def worker_groups(settings: Settings) -> dict[str, list[str]]:
+    """The worker's consumer groups, each with the topics it reads: the faust group (pin
+    creations, for the embed stage) and the interaction stage's own (interactions, and pin
+    creations for pin->board edges). A worker has caught up when both have."""
+    created = settings.topic(PINS_CREATED.name)
+    return {settings.worker_group_id: [created],
+            settings.graph_group_id: [settings.topic(PINS_INTERACTIONS.name), created]}
 
 
 def list_groups(settings: Settings) -> list[str]:

@@ -107,8 +107,10 @@ class Settings(BaseSettings):
 
     feed_refresh_interval_s: float = Field(default=1.0, gt=0, le=3600,
                                            description="at most one feed recompute per user per interval")
-    graph_batch_wait_ms: float = Field(default=50.0, gt=0, le=10_000,
-                                       description="longest an interaction batch waits to fill")
+    graph_batch_wait_ms: float = Field(default=0.0, ge=0, le=10_000,
+                                       description="once an idle interaction stage gets a record, how long "
+                                                   "it waits for more before the batch starts (0: it "
+                                                   "takes what has queued; under load batches grow anyway)")
     feed_refresh_threads: int = Field(default=1, ge=1, le=64,
                                       description="feed refreshes computed at the same time")
     feed_graph_from_cache: bool = Field(default=True,
@@ -272,6 +274,16 @@ class Settings(BaseSettings):
             "enable.partition.eof": False,
         }
         return conf | overrides
+
+    @property
+    def worker_group_id(self) -> str:
+        """The worker's faust consumer group (its app id): pin creations for the embed stage."""
+        return f"{self.topic_prefix}pinstream-worker"
+
+    @property
+    def graph_group_id(self) -> str:
+        """The interaction stage's consumer group: interactions and pin creations for the graph."""
+        return f"{self.topic_prefix}pinstream-graph"
 
     def topic(self, name: str) -> str:
         """The physical topic name for a catalogue name (applies `topic_prefix`)."""

@@ -299,8 +299,8 @@ def run_feed_bench(workdir: Path, *, rates: Sequence[float], duration_s: float, 
             progress(f"warm-up: {warmup:,} interactions...")
             send(producer, records, warmup, 20_000)
             # Caught up (offsets committed to the end) before the clock starts, then quiet.
-            wait_caught_up(worker.settings, f"{worker.settings.topic_prefix}pinstream-worker",
-                           [worker.settings.topic(PINS_INTERACTIONS.name)], 300)
+            wait_caught_up(worker.settings, {worker.settings.graph_group_id:
+                                             [worker.settings.topic(PINS_INTERACTIONS.name)]}, 300)
             follower.wait_quiet(300)
             for rate in rates:
                 phase = RatePhase(rate, duration_s)

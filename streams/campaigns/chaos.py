@@ -30,6 +30,7 @@ from streams.campaigns.chaos_plan import ChaosPlan, Fault, schedule
 from streams.campaigns.chaos_traffic import Publisher, TrafficReport, build_traffic
 from streams.campaigns.sampling import total_lag
 from streams.errors import PinstreamError
+from streams.groups import worker_groups
 from streams.localworker import LocalWorker
 
 Progress = Callable[[str], None]
@@ -160,7 +161,7 @@ def _converge(worker: LocalWorker, result: ChaosResult, quiet_since: float, prog
     """Wait for the worker's and the reconciler's lag to reach 0, then check the invariants until
     they hold (the last feed refreshes and re-drives land a little later) or time is up."""
     settings = worker.settings
-    groups = (f"{settings.topic_prefix}pinstream-worker", worker.env["PINSTREAM_RECONCILE_GROUP_ID"])
+    groups = (*worker_groups(settings), worker.env["PINSTREAM_RECONCILE_GROUP_ID"])
     deadline = quiet_since + result.plan.converge_timeout_s
     last_check = 0.0
     while time.monotonic() < deadline:

@@ -23,12 +23,13 @@ from streams.bench.report import code_revision, machine_info, percentile
 from streams.blobs import BlobStore
 from streams.campaigns.sampling import LagReader, Sample, pool_samples, rss_bytes
 from streams.events import InteractionAction, PinInteraction
+from streams.groups import worker_groups
 from streams.localworker import LocalWorker, free_port
 from streams.offsets import partitions_of, plain_consumer, watermarks
 from streams.producer import EventProducer, PinProducer
 from streams.ratelimit import RateLimiter
 from streams.stack import manager
-from streams.topics import FEEDS_UPDATED, PINS_CREATED, PINS_INTERACTIONS
+from streams.topics import FEEDS_UPDATED, PINS_INTERACTIONS
 from streams.workload.images import render_pin_image
 from streams.workload.population import build_world
 from streams.workload.sessions import iter_interactions
@@ -170,9 +171,7 @@ class _Sampler:
         assert worker.process is not None
         self.pid = worker.process.pid
         self.settings = worker.settings
-        topics = [worker.settings.topic(PINS_CREATED.name), worker.settings.topic(PINS_INTERACTIONS.name)]
-        # faust's consumer group is its app id
-        self.lag = LagReader(worker.settings, f"{worker.settings.topic_prefix}pinstream-worker", topics)
+        self.lag = LagReader(worker.settings, worker_groups(worker.settings))
         self.metrics_url = metrics_url
         self.result = result
         self.phase = "warmup"

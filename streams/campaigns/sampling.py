@@ -56,12 +56,12 @@ def total_lag(settings: Settings, group: str) -> int:
     return sum(row.lag for row in group_lag(settings, group))
 
 
-def wait_caught_up(settings: Settings, group: str, topics: list[str], timeout_s: float, *,
+def wait_caught_up(settings: Settings, groups: dict[str, list[str]], timeout_s: float, *,
                    poll_s: float = 1.0) -> float | None:
-    """Seconds until `group` has committed up to the ends of `topics` (0 where it never
+    """Seconds until each group has committed up to the ends of its topics (0 where it never
     committed), or None after `timeout_s`."""
     started = time.monotonic()
-    reader = LagReader(settings, group, topics)
+    reader = LagReader(settings, groups)
     try:
         while time.monotonic() - started < timeout_s:
             try:
@@ -76,26 +76,30 @@ def wait_caught_up(settings: Settings, group: str, topics: list[str], timeout_s:
 
 
 class LagReader:
-    """The lag of one consumer group over given topics, through one admin client and one consumer
-    kept for the whole campaign (a client a second, dropped while a request to a restarting
-    broker is in flight, is what librdkafka does not survive)."""
+    """The lag of consumer groups, each over its topics, through one admin client and one
+    consumer kept for the whole campaign (a client a second, dropped while a request to a
+    restarting broker is in flight, is what librdkafka does not survive)."""
 
-    def __init__(self, settings: Settings, group: str, topics: list[str]) -> None:
-        self.group = group
+    def __init__(self, settings: Settings, groups: dict[str, list[str]]) -> None:
         self._admin = AdminClient(settings.kafka_common())
         self._consumer = plain_consumer(settings, "load-lag")
-        self._partitions = [(topic, p) for topic in topics for p in partitions_of(self._consumer, topic)]
+        self._partitions = {
+            group: [(topic, p) for topic in topics for p in partitions_of(self._consumer, topic)]
+            for group, topics in groups.items()}
 
     def lag(self) -> int:
-        """Records between the group's committed offsets (0 where none) and the log ends."""
-        request = [ConsumerGroupTopicPartitions(self.group)]
-        answer = self._admin.list_consumer_group_offsets(request, request_timeout=10)[self.group]
-        committed = {(tp.topic, tp.partition): tp.offset
-                     for tp in answer.result(timeout=15).topic_partitions or [] if tp.offset >= 0}
+        """Records between the groups' committed offsets (0 where none) and the log ends."""
+        ends: dict[tuple[str, int], int] = {}
         total = 0
-        for topic, partition in self._partitions:
-            marks = watermarks(self._consumer, topic, partition)
-            total += marks.high - committed.get((topic, partition), 0)
+        for group, partitions in self._partitions.items():
+            request = [ConsumerGroupTopicPartitions(group)]
+            answer = self._admin.list_consumer_group_offsets(request, request_timeout=10)[group]
+            committed = {(tp.topic, tp.partition): tp.offset
+                         for tp in answer.result(timeout=15).topic_partitions or [] if tp.offset >= 0}
+            for topic, partition in partitions:
+                if (topic, partition) not in ends:
+                    ends[(topic, partition)] = watermarks(self._consumer, topic, partition).high
+                total += ends[(topic, partition)] - committed.get((topic, partition), 0)
         return total
 
     def close(self) -> None:

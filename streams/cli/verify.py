@@ -59,12 +59,17 @@ def verify(worker_url: str | None, as_json: bool) -> None:
 
 
 def _worker_backlog(settings: Settings) -> int | None:
-    """Records the namespace's worker group (faust's app id) has not committed past; None when
-    the group is unknown or Kafka does not say."""
-    from streams.groups import group_lag
+    """Records the namespace's worker groups (the faust group and the interaction stage's) have
+    not committed past; None when a group is unknown or Kafka does not say."""
+    from streams.groups import group_lag, worker_groups
 
-    try:
-        rows = group_lag(settings, f"{settings.topic_prefix}pinstream-worker")
-    except (PinstreamError, KafkaException, TimeoutError):
-        return None
-    return sum(row.lag for row in rows) if rows else None
+    total = 0
+    for group in worker_groups(settings):
+        try:
+            rows = group_lag(settings, group)
+        except (PinstreamError, KafkaException, TimeoutError):
+            return None
+        if not rows:
+            return None
+        total += sum(row.lag for row in rows)
+    return total

@@ -1,0 +1,205 @@
+"""The interaction stage's own Kafka consumer: pins.interactions.v1 and pins.created.v1 in batches
+through a confluent-kafka consumer group of its own, committed after each batch is done.
+
+Not a faust agent: librdkafka keeps fetching in its own threads while a batch is processed, so the
+next batch is whatever queued meanwhile (large under load, one record when idle), and no per-record
+faust work competes with the batch on the event loop. Entry point only (the worker app runs it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import Counter
+
+from processors.backoff import Backoff, FullJitterBackoff
+from processors.graph_writer import GraphWriterFenced
+from streams.consumer import raw_record
+from streams.deadletter import RawRecord
+from streams.errors import PinstreamError
+from streams.metrics import REGISTRY
+from streams.settings import Settings
+from streams.topics import PINS_CREATED, PINS_INTERACTIONS
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 2000
+_POLL_S = 0.5  # how long one fetch call waits for a first record (also how soon a stop is seen)
+_COMMIT_TIMEOUT_S = 30.0
+BATCH_RETRIES = Counter("pinstream_interaction_batch_retries_total",
+                        "Interaction batches that failed and were taken again from their first offsets.",
+                        registry=REGISTRY)
+SEEDED_PARTITIONS = Counter("pinstream_interaction_seeded_partitions_total",
+                            "Partitions the graph group started where the worker group had committed.",
+                            registry=REGISTRY)
+
+
+class BatchStage(Protocol):
+    """What the consumer drives: the interaction stage, or a fake in tests."""
+
+    async def process(self, records: Sequence[RawRecord]) -> Any: ...
+
+    def forget_partition(self, stream: str) -> None: ...
+
+
+class InteractionConsumer:
+    """Consume, process a batch, commit past it; on a failed batch, take it again from its start.
+
+    A batch's offsets are committed only once `stage.process` returned (rows stored or reconciled,
+    deltas and feed records acknowledged). Rebalances happen inside the fetch call, between
+    batches, so a revoked partition never has a batch in flight: the stage only forgets its
+    event ids. An interactions partition this group never committed starts where `legacy_group`
+    (the worker's faust group, which read interactions before this consumer existed) had
+    committed, so an upgrade does not replay the topic's whole retention."""
+
+    def __init__(self, settings: Settings, stage: BatchStage, *, max_batch: int = MAX_BATCH,
+                 linger_s: float | None = None, backoff: Backoff | None = None,
+                 group_id: str | None = None, legacy_group: str | None = None) -> None:
+        self.settings = settings
+        self.stage = stage
+        self.max_batch = max_batch
+        self.linger_s = settings.graph_batch_wait_ms / 1000 if linger_s is None else linger_s
+        self.backoff = backoff or FullJitterBackoff(base_s=0.5, cap_s=10.0)
+        self.group_id = group_id or settings.graph_group_id
+        self.legacy_group = settings.worker_group_id if legacy_group is None else legacy_group
+        self.topics = [settings.topic(PINS_INTERACTIONS.name), settings.topic(PINS_CREATED.name)]
+        self.batches = 0
+        self.records = 0
+        self.retries = 0
+        self.seeded: dict[tuple[str, int], int] = {}
+        self._consumer = Consumer(settings.kafka_consumer(self.group_id))
+        self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._stopping = asyncio.Event()
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Until `stop()`: fetch, process, commit. Raises GraphWriterFenced when a newer worker
+        took over the graph (nothing more is processed or committed here)."""
+        try:
+            while not self._stopping.is_set():
+                messages = await asyncio.to_thread(self._fetch)
+                if messages:
+                    await self._handle(messages)
+        finally:
+            await asyncio.to_thread(self._consumer.close)
+
+    def stop(self) -> None:
+        """Ask the loop to end after its current batch (and fetch call)."""
+        self._stopping.set()
+
+    async def _handle(self, messages: list[Message]) -> None:
+        records = [raw_record(m) for m in messages]
+        attempt = 0
+        while True:
+            try:
+                await self.stage.process(records)
+                break
+            except GraphWriterFenced:
+                raise
+            except PinstreamError as exc:
+                # Nothing committed: the batch is taken again (the stage is idempotent by the
+                # rows' applied offsets and the events' ids), after a pause that grows.
+                attempt += 1
+                self.retries += 1
+                BATCH_RETRIES.inc()
+                delay = self.backoff.delay(attempt)
+                log.warning("interaction batch of %d failed (attempt %d), again in %.1f s: %s",
+                            len(records), attempt, delay, exc)
+                await asyncio.sleep(delay)
+                if self._stopping.is_set():
+                    return
+        self.batches += 1
+        self.records += len(records)
+        await asyncio.to_thread(self._commit, _next_offsets(records))
+
+    def _fetch(self) -> list[Message]:
+        """What has queued (up to max_batch); when nothing has, wait up to _POLL_S for the first
+        record and then `linger_s` for more."""
+        messages = self._consumer.consume(self.max_batch, 0)
+        if not messages:
+            first = self._consumer.poll(_POLL_S)
+            if first is None:
+                return []
+            messages = [first, *self._consumer.consume(self.max_batch - 1, self.linger_s)]
+        return [m for m in messages if self._usable(m)]
+
+    def _usable(self, message: Message) -> bool:
+        err = message.error()
+        if err is None:
+            return True
+        if err.fatal():
+            raise PinstreamError(f"interaction consumer: fatal Kafka error: {err.str()}")
+        if err.code() != KafkaError._PARTITION_EOF:
+            log.warning("interaction consumer: %s", err.str())
+        return False
+
+    def _commit(self, offsets: list[TopicPartition]) -> None:
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # Not fatal: the batch is done and idempotent; whoever owns the partitions next takes
+            # it again from the last commit that landed (after a rebalance, say).
+            log.warning("interaction consumer: commit failed, the batch may be taken again: %s",
+                        exc.args[0].str() if exc.args else exc)
+
+    # --- rebalances (called inside the fetch call) ------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not self.legacy_group:
+            return
+        try:
+            committed = consumer.committed(partitions, timeout=_COMMIT_TIMEOUT_S)
+            # Interactions only: the worker group stopped reading them when this consumer took
+            # over, so its offsets there are where the graph left off. It still reads pin
+            # creations (the embed stage) and may be ahead of the graph on them: those start by
+            # auto.offset.reset (pin->board edges re-applied are no-ops).
+            fresh = [tp for tp in committed if tp.offset < 0 and tp.topic == self.topics[0]]
+            if not fresh:
+                return
+            seeds = _committed_by(self.settings, self.legacy_group, fresh)
+        except KafkaException as exc:
+            log.warning("interaction consumer: committed offsets not read (%s); starting by "
+                        "auto.offset.reset", exc)
+            return
+        if not seeds:
+            return
+        for tp in partitions:
+            seed = seeds.get((tp.topic, tp.partition))
+            if seed is not None:
+                tp.offset = seed
+                self.seeded[(tp.topic, tp.partition)] = seed
+        SEEDED_PARTITIONS.inc(len(seeds))
+        log.info("interaction consumer: %d partitions start where %s had committed",
+                 len(seeds), self.legacy_group)
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.stage.forget_partition(f"{tp.topic}/{tp.partition}")
+
+
+def _next_offsets(records: Sequence[RawRecord]) -> list[TopicPartition]:
+    """Per partition, the offset after the batch's last record there (what a commit stores)."""
+    last: dict[tuple[str, int], int] = {}
+    for record in records:
+        key = (record.topic, record.partition)
+        last[key] = max(last.get(key, -1), record.offset)
+    return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
+
+
+def _committed_by(settings: Settings, group: str,
+                  partitions: list[TopicPartition]) -> dict[tuple[str, int], int]:
+    """The offsets `group` committed on `partitions` (those it has), read without joining it."""
+    reader = Consumer(settings.kafka_consumer(group, **{"enable.auto.offset.store": False}))
+    try:
+        asked = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        answer = reader.committed(asked, timeout=_COMMIT_TIMEOUT_S)
+    finally:
+        reader.close()
+    return {(tp.topic, tp.partition): tp.offset for tp in answer if tp.offset >= 0}
+
