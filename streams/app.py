@@ -18,6 +18,7 @@ from faust.types import EventT, StreamT
 from processors.graph_writer import GraphWriterFenced
 from streams.deadletter import RawRecord
 from streams.interaction_consumer import InteractionConsumer
+from streams.metrics import freeze_heap
 from streams.settings import Settings
 from streams.topics import PINS_CREATED
 from streams.web import register_views
@@ -78,7 +79,8 @@ class PinstreamApp(faust.App):
         self.interaction_consumer = consumer
         self.interaction_task = asyncio.get_running_loop().create_task(consumer.run())
         self.interaction_task.add_done_callback(_stop_worker_when_ended)
-        log.info("worker ready: %s", runtime.health())
+        log.info("worker ready: %s; %d objects frozen out of garbage collection", runtime.health(),
+                 freeze_heap())
 
     async def on_stop(self) -> None:
         task, self.interaction_task = self.interaction_task, None

@@ -74,13 +74,16 @@ class RatePhase:
     drain_s: float = 0.0
     fallbacks: dict[str, int] = field(default_factory=dict)
     bare_kafka_s: list[float] = field(default_factory=list)
+    # The worker's interaction batches during the phase: count, mean records, mean ms per phase.
+    batches: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"rate": self.rate, "duration_s": self.duration_s, "sent": self.sent,
                 "achieved_rate": self.achieved_rate, "refresh_latency_s": summary(self.refresh_s),
                 "live_latency_s": summary(self.live_s),
                 "users_refreshed": self.users_refreshed, "drain_s": self.drain_s,
-                "fallbacks": self.fallbacks, "bare_kafka_latency_s": summary(self.bare_kafka_s)}
+                "fallbacks": self.fallbacks, "bare_kafka_latency_s": summary(self.bare_kafka_s),
+                "interaction_batches": self.batches}
 
 
 @dataclass
@@ -280,6 +283,30 @@ def feed_stage_means(text: str) -> dict[str, float]:
     return {stage: 1000 * sums[stage] / counts[stage] for stage in sums if counts.get(stage)}
 
 
+def batch_means(before: str, after: str) -> dict[str, float]:
+    """The worker's interaction batches between two metric scrapes: how many, mean records each,
+    and the mean milliseconds of each batch phase (wait, graph, cache, ...)."""
+    def delta(sample: str, label: str | None) -> dict[str, float]:
+        if label is None:
+            then = {s.name: s.value for f in text_string_to_metric_families(before) for s in f.samples}
+            now = {s.name: s.value for f in text_string_to_metric_families(after) for s in f.samples}
+            return {"": now.get(sample, 0.0) - then.get(sample, 0.0)}
+        then, now = by_label(before, sample, label), by_label(after, sample, label)
+        return {key: value - then.get(key, 0.0) for key, value in now.items()}
+
+    counts = delta("pinstream_interaction_batch_seconds_count", "phase")
+    sums = delta("pinstream_interaction_batch_seconds_sum", "phase")
+    batches = delta("pinstream_interaction_batch_records_count", None)[""]
+    records = delta("pinstream_interaction_batch_records_sum", None)[""]
+    out = {"batches": batches, "records_mean": records / batches if batches else 0.0}
+    # Full collections stop every thread: their count and mean pause in the same window.
+    collections = delta("pinstream_gc_pause_seconds_count", "generation").get("2", 0.0)
+    paused = delta("pinstream_gc_pause_seconds_sum", "generation").get("2", 0.0)
+    out |= {"gc_full": collections, "gc_full_pause_ms": 1000 * paused / collections if collections else 0.0}
+    out |= {f"{phase}_ms": 1000 * sums[phase] / counts[phase] for phase in sums if counts.get(phase)}
+    return out
+
+
 def run_feed_bench(workdir: Path, *, rates: Sequence[float], duration_s: float, users: int, warmup: int,
                    reads: int, seed: int, refresh_interval_s: float,
                    progress: Progress = lambda _: None) -> FeedBenchResult:
@@ -307,10 +334,12 @@ def run_feed_bench(workdir: Path, *, rates: Sequence[float], duration_s: float, 
                 count = int(rate * duration_s)
                 progress(f"{rate:,.0f} interactions/s for {duration_s:g} s...")
                 before = len(follower.records)
+                scraped = worker_metrics(metrics_port)
                 started = time.monotonic()
                 phase.sent = send(producer, records, count, rate)
                 phase.achieved_rate = phase.sent / max(time.monotonic() - started, 1e-9)
                 phase.drain_s = follower.wait_quiet(300)
+                phase.batches = batch_means(scraped, worker_metrics(metrics_port))
                 seen = follower.records[before:]
                 phase.refresh_s = [latency for _, latency, _, _, live in seen if not live]
                 phase.live_s = [latency for _, latency, _, _, live in seen if live]

@@ -499,6 +499,14 @@ def feed(rates: str, duration: float, users: int, warmup: int, reads: int, refre
     screen.print("graph rows read by feeds: "
                  + ", ".join(f"{source} {count:,.0f}" for source, count in result.graph_rows.items()))
     for phase in result.phases:
+        if phase.batches.get("batches"):
+            timings = ", ".join(f"{key[:-3]} {value:.0f}" for key, value in phase.batches.items()
+                                if key.endswith("_ms") and not key.startswith("gc_"))
+            screen.print(f"{phase.rate:,.0f}/s: {phase.batches['batches']:,.0f} interaction batches, "
+                         f"{phase.batches['records_mean']:.0f} records each; mean ms: {timings}; "
+                         f"{phase.batches['gc_full']:.0f} full GCs, "
+                         f"{phase.batches['gc_full_pause_ms']:.0f} ms each")
+    for phase in result.phases:
         figures = phase.to_json()
         for change, key in (("live patch", "live_latency_s"), ("full re-rank", "refresh_latency_s")):
             p99 = figures[key].get("p99", float("inf"))

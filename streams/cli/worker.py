@@ -17,9 +17,10 @@ def worker(loglevel: str) -> None:
     from faust.worker import Worker
 
     from streams.app import create_app
-    from streams.metrics import serve_metrics
+    from streams.metrics import serve_metrics, watch_gc
 
     settings = settings_or_exit()
     serve_metrics(settings)
+    watch_gc()
     app = create_app(settings)
     Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -14,6 +14,7 @@ from streams.bench.feed import (
     READ_PATHS,
     FeedBenchResult,
     RatePhase,
+    batch_means,
     paced,
     result_rows,
     summary,
@@ -76,3 +77,22 @@ def test_bad_rates_are_refused_before_anything_starts(rates: str) -> None:
     result = CliRunner().invoke(cli, ["bench", "feed", "--rates", rates])
     assert result.exit_code == 2
     assert "--rates" in result.output
+
+
+def test_batch_means_are_the_difference_between_two_scrapes() -> None:
+    def scrape(batches: int, records: int, graph_s: float, gc_full: int, gc_s: float) -> str:
+        return "\n".join([
+            f'pinstream_interaction_batch_seconds_count{{phase="graph"}} {batches}',
+            f'pinstream_interaction_batch_seconds_sum{{phase="graph"}} {graph_s}',
+            f"pinstream_interaction_batch_records_count {batches}",
+            f"pinstream_interaction_batch_records_sum {records}",
+            f'pinstream_gc_pause_seconds_count{{generation="2"}} {gc_full}',
+            f'pinstream_gc_pause_seconds_sum{{generation="2"}} {gc_s}',
+        ]) + "\n"
+
+    means = batch_means(scrape(10, 500, 1.0, 1, 0.3), scrape(30, 2500, 2.0, 3, 0.4))
+    assert means["batches"] == 20
+    assert means["records_mean"] == 100
+    assert means["graph_ms"] == pytest.approx(50.0)
+    assert means["gc_full"] == 2
+    assert means["gc_full_pause_ms"] == pytest.approx(50.0)
