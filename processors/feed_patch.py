@@ -9,8 +9,10 @@ updated, so a patch costs no store read; the Redis side is one script call per u
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from math import exp2
 
 from sinks.hbase_graph import NODE_PREFIXES, Edge, node_key
 from sinks.redis import FeedPatch
@@ -54,6 +56,7 @@ def plan_patches(interactions: Sequence[TimedInteraction], rows: Callable[[str],
         if weight >= params.min_engaged_weight or weight < 0:
             by_user.setdefault(item.event.user_id, []).append(item)
     planned = []
+    related: dict[str, list[tuple[str, float]]] = {}  # per engaged pin, once per batch
     for user, items in by_user.items():
         remove = list(dict.fromkeys(item.event.pin_id for item in items))
         shown_not = _not_shown(rows(node_key(NodeType.USER, user)) or {}, params, now_ms) | set(remove)
@@ -63,7 +66,9 @@ def plan_patches(interactions: Sequence[TimedInteraction], rows: Callable[[str],
             if weight <= 0:
                 continue
             source = item.event.pin_id
-            for pin, share in _related(rows(node_key(NodeType.PIN, source)) or {}, params, now_ms):
+            if source not in related:
+                related[source] = _related(rows(node_key(NodeType.PIN, source)) or {}, params, now_ms)
+            for pin, share in related[source]:
                 if pin in shown_not:
                     continue
                 score = weight / strongest * share
@@ -88,11 +93,15 @@ def _not_shown(user_row: Mapping[str, Edge], params: PatchParams, now_ms: int) -
 
 
 def _related(pin_row: Mapping[str, Edge], params: PatchParams, now_ms: int) -> list[tuple[str, float]]:
-    """The pin's `related` strongest co-engaged pins, each with its weight over the strongest's."""
-    weighted = [(edge.at(now_ms, params.half_life_ms), column[len(_PIN_PREFIX):])
-                for column, edge in pin_row.items() if column.startswith(_PIN_PREFIX) and edge.weight > 0]
-    if not weighted:
+    """The pin's `related` strongest co-engaged pins, each with its weight over the strongest's
+    (ties by pin id). A popular pin's row holds thousands of columns: one pass with the decay
+    inlined (`Edge.at`) and a bounded heap, not a sort of them all."""
+    half_life = params.half_life_ms
+    best = heapq.nsmallest(params.related, (
+        (-weight * exp2((updated_ms - now_ms) / half_life), column)
+        for column, (weight, updated_ms) in pin_row.items()
+        if weight > 0 and column.startswith(_PIN_PREFIX)))
+    if not best:
         return []
-    best = sorted(weighted, key=lambda x: (-x[0], x[1]))[:params.related]
-    top = best[0][0]
-    return [(pin, weight / top) for weight, pin in best]
+    top = -best[0][0]
+    return [(column[len(_PIN_PREFIX):], -negated / top) for negated, column in best]

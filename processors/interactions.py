@@ -73,6 +73,7 @@ _SETTLE_TIMEOUT_S = 60.0
 # A full re-rank waits (at most this long) while an interaction batch is being processed: batches
 # and their live patches come first, re-ranks take the CPU left between them (one interpreter).
 _RERANK_YIELD_MAX_S = 5.0
+_RERANK_PAUSE_MAX_S = 1.0
 _PATCH_QUEUE_BATCHES = 8  # batches of planned live patches waiting for Redis
 _RECOVER_LIMIT = 100_000  # stale users taken over at start (bounded; the rest on the next start)
 
@@ -133,7 +134,7 @@ class InteractionStage:
     def __init__(self, *, graph: GraphProcessor, feeds: FeedService, cache: FeedCache,
                  producer: EventProducer, emitter: ReconciliationEmitter, codec: AvroCodec,
                  refresh_interval_s: float, refresh_threads: int = 1,
-                 patches: PatchParams | None = None) -> None:
+                 patches: PatchParams | None = None, rerank_share: float = 1.0) -> None:
         self.graph = graph
         self.feeds = feeds
         self.cache = cache
@@ -143,6 +144,7 @@ class InteractionStage:
         self.dead_letters = DeadLetterWriter(producer)
         self.plan = RefreshPlan(refresh_interval_s)
         self.refresh_threads = refresh_threads
+        self.rerank_share = rerank_share
         self.patches = patches
         self._patch_queue: asyncio.Queue[list[PlannedPatch]] = asyncio.Queue(_PATCH_QUEUE_BATCHES)
         self._patcher: asyncio.Task[None] | None = None
@@ -375,7 +377,7 @@ class InteractionStage:
         async def refresh(chunk: list[str]) -> list[FeedResult]:
             async with gate:
                 computed_at = time.time()
-                results = await asyncio.to_thread(self.feeds.refresh, chunk, before_each=self._yield_to_batch)
+                results = await asyncio.to_thread(self.feeds.refresh, chunk, before_each=self._rerank_pacer())
                 cached = [r.user_id for r in results if not r.needs_reconciliation]
                 try:
                     await asyncio.to_thread(self.cache.clear_stale, cached, computed_at=computed_at)
@@ -389,8 +391,21 @@ class InteractionStage:
         await self._settle()
         return [result for chunk in chunks for result in chunk]
 
-    def _yield_to_batch(self) -> None:
-        self._between_batches.wait(_RERANK_YIELD_MAX_S)
+    def _rerank_pacer(self) -> Callable[[], None]:
+        """What a chunk of re-ranks runs before each feed: a pause that keeps re-ranks within
+        `rerank_share` of the time (after a feed that took t, t * (1/share - 1)), then a wait
+        while an interaction batch is being processed. One interpreter runs both: a re-rank
+        holding it makes the batch, and every live patch behind it, wait."""
+        started: list[float] = []
+
+        def before_each() -> None:
+            if started and self.rerank_share < 1.0:
+                spent = time.perf_counter() - started[0]
+                time.sleep(min(spent * (1.0 / self.rerank_share - 1.0), _RERANK_PAUSE_MAX_S))
+            self._between_batches.wait(_RERANK_YIELD_MAX_S)
+            started[:] = [time.perf_counter()]
+
+        return before_each
 
     def _announce(self, results: list[FeedResult], since: dict[str, int | None]) -> None:
         written_ms = time.time() * 1000

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
                                        description="once an idle interaction stage gets a record, how long "
                                                    "it waits for more before the batch starts (0: it "
                                                    "takes what has queued; under load batches grow anyway)")
+    feed_rerank_share: float = Field(default=0.5, gt=0, le=1,
+                                     description="largest share of the time full re-ranks may take: after "
+                                                 "each feed they pause for the rest, so interaction batches "
+                                                 "and live patches keep the interpreter (1: no pause)")
     feed_refresh_threads: int = Field(default=1, ge=1, le=64,
                                       description="feed refreshes computed at the same time")
     feed_graph_from_cache: bool = Field(default=True,

@@ -127,7 +127,8 @@ def build_interaction_stage(settings: Settings, producer: EventProducer, codec: 
         graph=graph, feeds=FeedService(computer, cache), cache=cache, producer=producer,
         emitter=ReconciliationEmitter(producer, secrets=settings_secrets(settings)), codec=codec,
         refresh_interval_s=settings.feed_refresh_interval_s,
-        refresh_threads=settings.feed_refresh_threads, patches=patches)
+        refresh_threads=settings.feed_refresh_threads, patches=patches,
+        rerank_share=settings.feed_rerank_share)
 
 
 def reconcile_to_kafka(producer: EventProducer, settings: Settings) -> ReconcileFn:

@@ -308,7 +308,7 @@ def batch_means(before: str, after: str) -> dict[str, float]:
 
 
 def run_feed_bench(workdir: Path, *, rates: Sequence[float], duration_s: float, users: int, warmup: int,
-                   reads: int, seed: int, refresh_interval_s: float,
+                   reads: int, seed: int, refresh_interval_s: float, rerank_share: float | None = None,
                    progress: Progress = lambda _: None) -> FeedBenchResult:
     result = FeedBenchResult(warmup=warmup, users=users)
     result.load.append(os.getloadavg())
@@ -317,7 +317,8 @@ def run_feed_bench(workdir: Path, *, rates: Sequence[float], duration_s: float, 
     with LocalRedis(workdir) as private_redis:
         metrics_port = free_port()
         worker = LocalWorker(workdir, redis_url=private_redis.url, metrics_port=metrics_port,
-                             feed_refresh_interval_s=refresh_interval_s)
+                             feed_refresh_interval_s=refresh_interval_s,
+                             **({"feed_rerank_share": rerank_share} if rerank_share is not None else {}))
         progress("starting the worker...")
         try:
             worker.start()

@@ -462,6 +462,8 @@ def feed_quality(users: int, pins: int, days: int, sessions: float, held_out: in
               help="Feed reads per read path, after the rate phases.")
 @click.option("--refresh-interval", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
               help="The worker's feed_refresh_interval_s (coalescing per user).")
+@click.option("--rerank-share", type=click.FloatRange(min=0.01, max=1.0), default=None,
+              help="The worker's feed_rerank_share  [default: the setting's default]")
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("bench/cache/feed"),
               show_default=True, help="Private Redis, blobs, index and log of the bench's worker.")
@@ -469,7 +471,7 @@ def feed_quality(users: int, pins: int, days: int, sessions: float, held_out: in
               help="JSON result file  [default: bench/results/feed-<date>.json]")
 @reports_errors
 def feed(rates: str, duration: float, users: int, warmup: int, reads: int, refresh_interval: float,
-         seed: int, workdir: Path, out: Path | None) -> None:
+         rerank_share: float | None, seed: int, workdir: Path, out: Path | None) -> None:
     """Interaction -> feed refreshed in Redis p50/p99 at sustained rates, and feed read p99, beside
     bare confluent-kafka produce->consume and bare redis ZREVRANGE."""
     from streams.bench.feed import GOAL_P99_S, READ_COLUMNS, REFRESH_COLUMNS, result_rows, run_feed_bench
@@ -486,9 +488,11 @@ def feed(rates: str, duration: float, users: int, warmup: int, reads: int, refre
     with screen.status("preparing...") as status:
         result = run_feed_bench(workdir, rates=wanted, duration_s=duration, users=users, warmup=warmup,
                                 reads=reads, seed=seed, refresh_interval_s=refresh_interval,
+                                rerank_share=rerank_share,
                                 progress=status.update)
     command = (f"pinstream bench feed --rates {rates} --duration {duration:g} --users {users} --warmup "
-               f"{warmup} --reads {reads} --refresh-interval {refresh_interval:g} --seed {seed}")
+               f"{warmup} --reads {reads} --refresh-interval {refresh_interval:g} --seed {seed}"
+               + (f" --rerank-share {rerank_share:g}" if rerank_share is not None else ""))
     refresh, read = result_rows(result)
     load = ", ".join(f"{one[0]:.1f}" for one in result.load)
     print_table(screen, "Interaction -> feed changed in Redis (per change, its oldest interaction)",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from processors.feed_patch import PatchParams, TimedInteraction, plan_patches
+from processors.feed_patch import PatchParams, TimedInteraction, _related, plan_patches
 from processors.graph_reader import CachedGraphReader
 from sinks.hbase_graph import Edge, group_edges
 from streams.events import InteractionAction, NodeType, PinInteraction
@@ -121,3 +122,24 @@ def test_the_reader_takes_cached_rows_and_asks_the_store_only_for_the_rest() -> 
     assert got == {"p1": {NodeType.PIN: {"a": 4.0}, NodeType.BOARD: {"b1": 1.0}},
                    "p2": {NodeType.PIN: {"a": 2.0}}}
     assert store.asked == [["p2", "gone"]]
+
+
+def test_the_strongest_related_pins_match_a_full_sort_of_the_decayed_row() -> None:
+    rng = random.Random(5)
+    now = 1_800_000_000_000
+    params = PatchParams({InteractionAction.SAVE: 2.0}, related=10)
+    for _ in range(50):
+        row: dict[str, Edge] = {}
+        for i in range(rng.randrange(0, 400)):
+            kind = rng.choice(["pin", "pin", "pin", "board", "user"])
+            # equal weights and times now and then: ties go by pin id
+            weight = rng.choice([1.0, 2.0, rng.uniform(-1.0, 5.0)])
+            age = rng.choice([0, 86_400_000, rng.randrange(10**10)])
+            row[f"{kind}:{i % 97}-{i}"] = Edge(weight, now - age)
+        decayed = [(edge.at(now, params.half_life_ms), column[4:]) for column, edge in row.items()
+                   if column.startswith("pin:") and edge.weight > 0]
+        expected = sorted(decayed, key=lambda x: (-x[0], x[1]))[:10]
+        got = _related(row, params, now)
+        assert [pin for pin, _ in got] == [pin for _, pin in expected]
+        if expected:
+            assert [share for _, share in got] == [w / expected[0][0] for w, _ in expected]
