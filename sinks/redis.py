@@ -170,16 +170,19 @@ class FeedCache:
         self.stale_key = stale_key or f"{key_prefix}feeds:stale"
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, key_prefix: str = "", timeout_s: float = 2.0,
+    def from_settings(cls, settings: Settings, *, timeout_s: float = 2.0,
                       pool_config: PoolConfig | None = None) -> FeedCache:
-        config = pool_config or PoolConfig(name=f"redis-{key_prefix or 'feeds'}", dependency=DEPENDENCY,
+        """Keys prefixed with the namespace's topic prefix: two namespaces sharing one Redis keep
+        their feeds, preferences and trending apart (with no prefix, the keys are the plain ones)."""
+        config = pool_config or PoolConfig(name="redis-feeds", dependency=DEPENDENCY,
                                            max_size=settings.redis_pool_size, acquire_timeout_s=timeout_s)
-        return cls(redis_pool(settings.redis_url, config, timeout_s=timeout_s), key_prefix=key_prefix,
-                   feed_size=settings.feed_size, feed_ttl_s=settings.feed_ttl_s,
-                   prefs_ttl_s=settings.feed_prefs_ttl_s,
+        return cls(redis_pool(settings.redis_url, config, timeout_s=timeout_s),
+                   key_prefix=settings.topic_prefix, feed_size=settings.feed_size,
+                   feed_ttl_s=settings.feed_ttl_s, prefs_ttl_s=settings.feed_prefs_ttl_s,
                    trending_half_life_s=settings.trending_half_life_s,
                    trending_max_pins=settings.trending_max_pins,
-                   stale_key=f"{key_prefix}feeds:stale:{settings.topic_prefix}")
+                   # named as before namespaced keys, so marks left by an older worker are found
+                   stale_key=f"feeds:stale:{settings.topic_prefix}")
 
     def feed_key(self, user_id: str) -> str:
         return f"{self.prefix}feed:{user_id}"

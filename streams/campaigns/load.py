@@ -202,8 +202,8 @@ class _Sampler:
 
 
 def _interactions(plan: LoadPlan, tag: str) -> Iterator[PinInteraction]:
-    """An endless stream of generated interactions (users tagged with the run: the feed cache is
-    shared by every namespace on one Redis)."""
+    """An endless stream of generated interactions (users tagged with the run, so that its users
+    are told apart from any other run's in logs and topics)."""
     round_ = 0
     while True:
         world = build_world(plan.seed + round_, users=plan.users, pins=max(500, plan.users * 5))

@@ -50,7 +50,8 @@ class Stack:
     def drop_cached_feed(self, user: str) -> None:
         client = redis.Redis.from_url(self.redis_server.url)
         try:
-            client.delete(f"feed:{user}", f"feedr:{user}")
+            prefix = self.worker.settings.topic_prefix  # feed keys carry the namespace
+            client.delete(f"{prefix}feed:{user}", f"{prefix}feedr:{user}")
         finally:
             client.close()
 

@@ -139,22 +139,24 @@ def test_a_refresh_owed_by_a_dead_worker_is_done_by_the_next_one(worker: LocalWo
     _interact(worker, [("carol", "p2", "save", "b-lamps"), ("carol", "p3", "closeup", None)])
     client = redis.Redis.from_url(worker.settings.redis_url, socket_timeout=5)
     stale_key = f"feeds:stale:{worker.settings.topic_prefix}"
+    # Feed keys carry the namespace (the topic prefix): other tests' feeds share this Redis.
+    feed_key, reasons_key = (f"{worker.settings.topic_prefix}{kind}:carol" for kind in ("feed", "feedr"))
     try:
         deadline = time.monotonic() + 60
-        while not client.exists("feed:carol") or client.zscore(stale_key, "carol") is not None:
+        while not client.exists(feed_key) or client.zscore(stale_key, "carol") is not None:
             assert time.monotonic() < deadline, "carol's feed never written, or her mark never cleared"
             time.sleep(0.2)
         # What a worker killed between acknowledging carol's interactions and refreshing her
         # feed leaves behind: the mark, and no feed.
         client.zadd(stale_key, {"carol": time.time() * 1000})
-        client.delete("feed:carol", "feedr:carol")
+        client.delete(feed_key, reasons_key)
         worker.stop()
         worker.start()
         deadline = time.monotonic() + 60
         # The feed is written first, the mark cleared right after (a second call).
-        while not client.exists("feed:carol") or client.zscore(stale_key, "carol") is not None:
+        while not client.exists(feed_key) or client.zscore(stale_key, "carol") is not None:
             assert time.monotonic() < deadline, "the new worker did not refresh the feed it was owed"
             time.sleep(0.2)
-        assert client.zcard("feed:carol") > 0
+        assert client.zcard(feed_key) > 0
     finally:
         client.close()

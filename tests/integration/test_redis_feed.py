@@ -292,3 +292,24 @@ def test_a_batch_marks_users_stale_folds_trending_and_removes_hides_in_one_call(
     assert [item.pin_id for item in cache.read_feed("u1") or []] == ["a", "c"]
     assert not raw.hexists(cache.reasons_key("u1"), "b")
     assert cache.preferences("u1") == [("c", 0.5)]
+
+
+def test_namespaces_sharing_one_redis_keep_their_feeds_and_trending_apart(
+        stack_settings: Settings, prefix: str, raw: redis.Redis) -> None:
+    # `raw` deletes every key under `prefix` afterwards: both namespaces live below it.
+    one, two = (FeedCache.from_settings(stack_settings.model_copy(update={"topic_prefix": f"{prefix}{ns}."}))
+                for ns in ("one", "two"))
+    saved = PinInteraction(event_id=uuid.uuid4(), event_time=datetime.now(UTC), user_id="alice",
+                           pin_id="p-one", action=InteractionAction.SAVE, session_id="s", board_id="b")
+    try:
+        one.write_feeds([feed("alice", ["p-one"])])
+        one.record_batch(["alice"], [saved], [])
+        assert one.read_feed("alice") is not None
+        assert two.read_feed("alice") is None  # the other namespace's alice has no feed
+        assert [pin for pin, _ in one.trending(5)] == ["p-one"]
+        assert two.trending(5) == []
+        assert one.feed_key("alice") == f"{prefix}one.feed:alice"
+    finally:
+        raw.delete(one.stale_key, two.stale_key)  # named as before namespaced keys: not under it
+        one.close()
+        two.close()
