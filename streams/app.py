@@ -1,5 +1,6 @@
-"""The faust app of `pinstream worker`: a thin agent per stage over the processors, and the web
-views. Entry point only: nothing imports it but the CLI."""
+"""The faust app of `pinstream worker`: the embed agent, the feed refresh task, the web views, and
+the interaction stage's own consumer loop started beside them. Entry point only: nothing imports
+it but the CLI."""
 
 from __future__ import annotations
 

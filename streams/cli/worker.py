@@ -12,8 +12,10 @@ from streams.cli.common import settings_or_exit
               default="info", show_default=True)
 def worker(loglevel: str) -> None:
     """Run the worker: embed pins (pins.created.v1 -> embeddings, HBase), follow the ANN index,
-    serve POST /search/visual and GET /healthz on PINSTREAM_WEB_HOST:PINSTREAM_WEB_PORT, and
-    metrics on PINSTREAM_METRICS_PORT. Stop with Ctrl-C (or SIGTERM): in-flight batches finish."""
+    turn interactions into the graph (HBase, graph.edges.v1) and home feeds (Redis,
+    feeds.updated.v1), serve POST /search/visual, GET /feed/{user} and GET /healthz on
+    PINSTREAM_WEB_HOST:PINSTREAM_WEB_PORT, and metrics on PINSTREAM_METRICS_PORT. Stop with
+    Ctrl-C (or SIGTERM): in-flight batches finish."""
     from faust.worker import Worker
 
     from streams.app import create_app
