@@ -78,6 +78,7 @@ class PinstreamApp(faust.App):
         # (streams/interaction_consumer.py says why); built off the loop (it joins its group).
         consumer = await asyncio.to_thread(InteractionConsumer, self.pinstream_settings, runtime.interactions)
         self.interaction_consumer = consumer
+        runtime.interaction_health = consumer.health
         self.interaction_task = asyncio.get_running_loop().create_task(consumer.run())
         self.interaction_task.add_done_callback(_stop_worker_when_ended)
         log.info("worker ready: %s; %d objects frozen out of garbage collection", runtime.health(),

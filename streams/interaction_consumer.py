@@ -71,6 +71,7 @@ class InteractionConsumer:
         self.records = 0
         self.retries = 0
         self.seeded: dict[tuple[str, int], int] = {}
+        self.assigned = 0  # partitions held now (kept by the rebalance callbacks)
         self._consumer = Consumer(settings.kafka_consumer(self.group_id))
         self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         self._stopping = asyncio.Event()
@@ -87,6 +88,11 @@ class InteractionConsumer:
                     await self._handle(messages)
         finally:
             await asyncio.to_thread(self._consumer.close)
+
+    def health(self) -> dict[str, Any]:
+        """For the worker's /healthz: the group, partitions held, and what was processed."""
+        return {"group": self.group_id, "partitions": self.assigned, "batches": self.batches,
+                "records": self.records, "retries": self.retries}
 
     def stop(self) -> None:
         """Ask the loop to end after its current batch (and fetch call)."""
@@ -150,6 +156,7 @@ class InteractionConsumer:
     # --- rebalances (called inside the fetch call) ------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned = len(partitions)  # eager rebalancing: the whole assignment each time
         if not self.legacy_group:
             return
         try:
@@ -179,6 +186,7 @@ class InteractionConsumer:
         consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned = 0
         for tp in partitions:
             self.stage.forget_partition(f"{tp.topic}/{tp.partition}")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,8 @@ class WorkerRuntime:
     follower: IndexFollower
     search: VisualSearch
     interactions: InteractionStage
+    # The interaction stage's consumer loop, once the app started it: its figures in health().
+    interaction_health: Callable[[], dict[str, Any]] | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerRuntime:
@@ -104,6 +107,7 @@ class WorkerRuntime:
             "index_pins": len(index) if index is not None else 0,
             "index_error": repr(self.follower.error) if self.follower.error else None,
             "embed_queue": self.batcher.depth(),
+            "interactions": self.interaction_health() if self.interaction_health else None,
         }
 
 

@@ -92,6 +92,9 @@ def test_a_batch_is_committed_once_done_and_a_failed_batch_is_taken_again(kafka_
         stage.gate.set()
         await _until(lambda: len(stage.positions()) == 60)
         await _until(lambda: _lag(kafka_settings, group) == 0)
+        health = consumer.health()
+        assert health["records"] == 60 and health["retries"] == 1 and health["group"] == group
+        assert health["partitions"] > 0  # what /healthz shows of the stage
         consumer.stop()
         await asyncio.wait_for(task, 30)
         return stage

@@ -88,6 +88,11 @@ def test_interactions_build_the_graph_and_feeds_that_consumers_read(worker: Loca
     assert served["from_cache"] is True
     assert {item["pin_id"] for item in served["items"]} == offered  # type: ignore[union-attr]
 
+    # The stage's own consumer group shows in /healthz, with what it processed.
+    stage = httpx.get(f"{worker.url}/healthz", timeout=30).json()["interactions"]
+    assert stage["group"] == worker.settings.graph_group_id
+    assert stage["records"] >= len(rows) and stage["partitions"] > 0
+
 
 def test_a_save_patches_the_cached_feed_live_before_the_full_refresh(worker: LocalWorker) -> None:
     # bob's session co-engaged p0..p5; alice already engaged p0 and p1. Her save of p2 must take p2

@@ -233,10 +233,11 @@ def test_redis_outage_feeds_are_rewritten_once_redis_is_back(worker: LocalWorker
         private_redis.start()  # empty: whatever feed it holds next, the reconciler wrote
     counts = finish(reconciler)
     assert counts["done"] >= 2 and counts["dead_lettered"] == 0, counts
-    carol = {bytes(member).decode() for member in cast(list[bytes], cache.zrange("feed:carol", 0, -1))}
+    key = f"{settings.topic_prefix}feed:carol"  # feed keys carry the namespace
+    carol = {bytes(member).decode() for member in cast(list[bytes], cache.zrange(key, 0, -1))}
     assert {"q1", "q2", "q3"} <= carol, carol
     assert "q0" not in carol  # already saved by carol
-    assert cache.ttl("feed:carol") > 0
+    assert cache.ttl(key) > 0
 
 
 def test_an_embed_record_re_embeds_a_pin_stored_without_features(worker: LocalWorker) -> None:
