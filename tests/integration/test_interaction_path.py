@@ -48,12 +48,28 @@ def test_interactions_build_the_graph_and_feeds_that_consumers_read(worker: Loca
     for i in range(6):
         rows.append(("bob", f"p{i}", "save", "b-lamps"))
         rows.append(("bob", f"p{i}", "closeup", None))
-    rows += [("alice", "p0", "save", "b-lamps"), ("alice", "p1", "click", None)]
     _interact(worker, rows)
 
-    # bob's and alice's events sit on different partitions and may reach different batches: a
-    # re-rank of alice's feed may predate some of bob's saves, and a live patch may follow it.
-    # Read her updates until one covers all of bob's saves and none has come for 3 s.
+    # bob's edges are in HBase once his batch is done (the stage writes them before it commits).
+    # Only then alice interacts: her events sit on another partition, and a feed is recomputed
+    # when its own user's edges change, not when a neighbour's do; so a re-rank of hers done
+    # before bob's batch would stay without his pins until she interacts again.
+    graph = GraphStore.from_settings(worker.settings, create_tables=False)
+    deadline = time.monotonic() + 60
+    try:
+        while not {key.split(":", 1)[1] for key in graph.edges(node_key(NodeType.USER, "bob"))} >= {
+                f"p{i}" for i in range(6)}:
+            assert time.monotonic() < deadline, "bob's edges never reached HBase"
+            time.sleep(0.2)
+    finally:
+        graph.close()
+    alice_rows: list[tuple[str, str, str, str | None]] = [("alice", "p0", "save", "b-lamps"),
+                                                          ("alice", "p1", "click", None)]
+    _interact(worker, alice_rows)
+    rows += alice_rows
+
+    # Read her updates (re-rank and live patches) until one covers all of bob's saves and none
+    # has come for 3 s.
     consumer = EventConsumer(worker.settings, [worker.settings.topic(FEEDS_UPDATED.name)],
                              group_id=f"g-{uuid.uuid4()}")
     alice: FeedUpdated | None = None
@@ -71,18 +87,6 @@ def test_interactions_build_the_graph_and_feeds_that_consumers_read(worker: Loca
     assert {"p2", "p3", "p4", "p5"} <= offered  # bob's saves on the shared board
     assert not offered & {"p0"}  # already saved by alice
     assert all(item.reason for item in alice.items)
-
-    # Feeds read the graph stage's rows in memory, so the feed may come before the HBase write
-    # that the same batch finishes with: the rows are there once that batch is done.
-    graph = GraphStore.from_settings(worker.settings, create_tables=False)
-    deadline = time.monotonic() + 30
-    try:
-        while not {key.split(":", 1)[1] for key in graph.edges(node_key(NodeType.USER, "bob"))} >= {
-                f"p{i}" for i in range(6)}:
-            assert time.monotonic() < deadline, "bob's edges never reached HBase"
-            time.sleep(0.2)
-    finally:
-        graph.close()
 
     served = _feed(worker, "alice")
     assert served["from_cache"] is True
