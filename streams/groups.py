@@ -52,11 +52,14 @@ def list_groups(settings: Settings) -> list[str]:
     return sorted(g.group_id for g in result.valid)
 
 
-def _committed(admin: AdminClient, group: str) -> dict[tuple[str, int], int]:
+def committed_offsets(admin: AdminClient, group: str, *, timeout_s: float = TIMEOUT_S,
+                      wait_s: float = TIMEOUT_S) -> dict[tuple[str, int], int]:
+    """The offsets `group` has committed, by (topic, partition), read without joining it;
+    `timeout_s` bounds the request, `wait_s` the wait for its answer."""
     request = [ConsumerGroupTopicPartitions(group)]
     try:
-        future = admin.list_consumer_group_offsets(request, request_timeout=TIMEOUT_S)[group]
-        answer = future.result(timeout=TIMEOUT_S)
+        future = admin.list_consumer_group_offsets(request, request_timeout=timeout_s)[group]
+        answer = future.result(timeout=wait_s)
     except KafkaException as exc:
         raise PinstreamError(f"group {group}: {exc.args[0]}") from exc
     return {(tp.topic, tp.partition): tp.offset for tp in answer.topic_partitions or []
@@ -66,7 +69,7 @@ def _committed(admin: AdminClient, group: str) -> dict[tuple[str, int], int]:
 def group_lag(settings: Settings, group: str) -> list[PartitionLag]:
     """Lag of `group` on every partition of every topic it has committed on; sets the metric."""
     admin = AdminClient(settings.kafka_common())
-    committed = _committed(admin, group)
+    committed = committed_offsets(admin, group)
     topics = sorted({t for t, _ in committed})
     consumer = plain_consumer(settings, "lag")
     rows: list[PartitionLag] = []
@@ -93,7 +96,7 @@ def plan_reset(settings: Settings, group: str, to: datetime,
                topics: list[str] | None = None) -> list[OffsetMove]:
     """Where each partition's committed offset would move to reach the first record at/after `to`."""
     admin = AdminClient(settings.kafka_common())
-    committed = _committed(admin, group)
+    committed = committed_offsets(admin, group)
     chosen = topics or sorted({t for t, _ in committed})
     if not chosen:
         raise PinstreamError(f"group {group} has no committed offsets; name topics with --topic")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter
 
 from processors.backoff import Backoff, FullJitterBackoff
@@ -21,6 +22,7 @@ from processors.graph_writer import GraphWriterFenced
 from streams.consumer import raw_record
 from streams.deadletter import RawRecord
 from streams.errors import PinstreamError
+from streams.groups import committed_offsets
 from streams.metrics import REGISTRY
 from streams.settings import Settings
 from streams.topics import PINS_CREATED, PINS_INTERACTIONS
@@ -168,8 +170,10 @@ class InteractionConsumer:
             fresh = [tp for tp in committed if tp.offset < 0 and tp.topic == self.topics[0]]
             if not fresh:
                 return
-            seeds = _committed_by(self.settings, self.legacy_group, fresh)
-        except KafkaException as exc:
+            legacy = committed_offsets(AdminClient(self.settings.kafka_common()), self.legacy_group,
+                                       timeout_s=_COMMIT_TIMEOUT_S)
+            seeds = {key: legacy[key] for key in ((tp.topic, tp.partition) for tp in fresh) if key in legacy}
+        except (KafkaException, PinstreamError) as exc:
             log.warning("interaction consumer: committed offsets not read (%s); starting by "
                         "auto.offset.reset", exc)
             return
@@ -198,16 +202,3 @@ def _next_offsets(records: Sequence[RawRecord]) -> list[TopicPartition]:
         key = (record.topic, record.partition)
         last[key] = max(last.get(key, -1), record.offset)
     return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
-
-
-def _committed_by(settings: Settings, group: str,
-                  partitions: list[TopicPartition]) -> dict[tuple[str, int], int]:
-    """The offsets `group` committed on `partitions` (those it has), read without joining it."""
-    reader = Consumer(settings.kafka_consumer(group, **{"enable.auto.offset.store": False}))
-    try:
-        asked = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
-        answer = reader.committed(asked, timeout=_COMMIT_TIMEOUT_S)
-    finally:
-        reader.close()
-    return {(tp.topic, tp.partition): tp.offset for tp in answer if tp.offset >= 0}
-

@@ -286,24 +286,37 @@ def feed_stage_means(text: str) -> dict[str, float]:
 def batch_means(before: str, after: str) -> dict[str, float]:
     """The worker's interaction batches between two metric scrapes: how many, mean records each,
     and the mean milliseconds of each batch phase (wait, graph, cache, ...)."""
-    def delta(sample: str, label: str | None) -> dict[str, float]:
-        if label is None:
-            then = {s.name: s.value for f in text_string_to_metric_families(before) for s in f.samples}
-            now = {s.name: s.value for f in text_string_to_metric_families(after) for s in f.samples}
-            return {"": now.get(sample, 0.0) - then.get(sample, 0.0)}
-        then, now = by_label(before, sample, label), by_label(after, sample, label)
-        return {key: value - then.get(key, 0.0) for key, value in now.items()}
+    then, now = _samples(before), _samples(after)
 
-    counts = delta("pinstream_interaction_batch_seconds_count", "phase")
-    sums = delta("pinstream_interaction_batch_seconds_sum", "phase")
-    batches = delta("pinstream_interaction_batch_records_count", None)[""]
-    records = delta("pinstream_interaction_batch_records_sum", None)[""]
-    out = {"batches": batches, "records_mean": records / batches if batches else 0.0}
+    def delta(sample: str, label: str = "", value: str = "") -> float:
+        key = (sample, label, value)
+        return now.get(key, 0.0) - then.get(key, 0.0)
+
+    batches = delta("pinstream_interaction_batch_records_count")
+    out = {"batches": batches,
+           "records_mean": delta("pinstream_interaction_batch_records_sum") / batches if batches else 0.0}
     # Full collections stop every thread: their count and mean pause in the same window.
-    collections = delta("pinstream_gc_pause_seconds_count", "generation").get("2", 0.0)
-    paused = delta("pinstream_gc_pause_seconds_sum", "generation").get("2", 0.0)
+    collections = delta("pinstream_gc_pause_seconds_count", "generation", "2")
+    paused = delta("pinstream_gc_pause_seconds_sum", "generation", "2")
     out |= {"gc_full": collections, "gc_full_pause_ms": 1000 * paused / collections if collections else 0.0}
-    out |= {f"{phase}_ms": 1000 * sums[phase] / counts[phase] for phase in sums if counts.get(phase)}
+    phases = [value for name, label, value in now  # in the worker's order
+              if name == "pinstream_interaction_batch_seconds_count" and label == "phase"]
+    for phase in phases:
+        count = delta("pinstream_interaction_batch_seconds_count", "phase", phase)
+        if count:
+            spent = delta("pinstream_interaction_batch_seconds_sum", "phase", phase)
+            out[f"{phase}_ms"] = 1000 * spent / count
+    return out
+
+
+def _samples(text: str) -> dict[tuple[str, str, str], float]:
+    """Every sample of a scrape with at most one label, by (name, label, label value)."""
+    out: dict[tuple[str, str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if len(found.labels) <= 1:
+                label, value = next(iter(found.labels.items()), ("", ""))
+                out[(found.name, label, value)] = found.value
     return out
 
 

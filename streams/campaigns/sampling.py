@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.errors import PinstreamError
-from streams.groups import group_lag
+from streams.groups import committed_offsets, group_lag
 from streams.offsets import partitions_of, plain_consumer, watermarks
 from streams.settings import Settings
 
@@ -92,10 +92,7 @@ class LagReader:
         ends: dict[tuple[str, int], int] = {}
         total = 0
         for group, partitions in self._partitions.items():
-            request = [ConsumerGroupTopicPartitions(group)]
-            answer = self._admin.list_consumer_group_offsets(request, request_timeout=10)[group]
-            committed = {(tp.topic, tp.partition): tp.offset
-                         for tp in answer.result(timeout=15).topic_partitions or [] if tp.offset >= 0}
+            committed = committed_offsets(self._admin, group, timeout_s=10, wait_s=15)
             for topic, partition in partitions:
                 if (topic, partition) not in ends:
                     ends[(topic, partition)] = watermarks(self._consumer, topic, partition).high
