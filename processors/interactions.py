@@ -31,7 +31,7 @@ from sinks.redis import FeedCache
 from streams.codec import AvroCodec
 from streams.deadletter import DeadLetterWriter, RawRecord
 from streams.errors import ContractError, DeliveryError, PinstreamError, SinkError
-from streams.events import ConsumedRecord, FeedItem, FeedUpdated, InteractionAction, PinInteraction, Stage
+from streams.events import ConsumedRecord, FeedUpdated, InteractionAction, PinInteraction, Stage
 from streams.metrics import REGISTRY
 from streams.producer import EventProducer
 from streams.topics import FEEDS_UPDATED, GRAPH_EDGES, HEADER_FEED_CHANGE, HEADER_SOURCE_TIMESTAMP
@@ -50,10 +50,18 @@ FEED_REFRESH_LAG = Histogram(
     "From the oldest interaction a feed refresh covers (its Kafka timestamp) to the feed in Redis.",
     buckets=(0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=REGISTRY,
 )
+# Fine buckets: `pinstream bench feed` reads its live-patch percentiles from this histogram.
+LIVE_LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.35, 0.5, 0.75, 1.0,
+                    1.5, 2.5, 5.0, 10.0, 30.0)
 FEED_LIVE_LAG = Histogram(
     "pinstream_feed_live_lag_seconds",
-    "From the oldest interaction a live feed patch covers (its Kafka timestamp) to the patch in Redis.",
-    buckets=(0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=REGISTRY,
+    "From the oldest interaction a live feed patch covers (its Kafka timestamp) to the patch "
+    "applied in Redis.", buckets=LIVE_LAG_BUCKETS, registry=REGISTRY,
+)
+LIVE_ANNOUNCEMENTS = Counter(
+    "pinstream_feed_live_announcements_total",
+    "Live-patched feeds announced on feeds.updated.v1 (at most one per user per interval).",
+    registry=REGISTRY,
 )
 INTERACTION_BATCHES = Histogram(
     "pinstream_interaction_batch_seconds",
@@ -75,6 +83,7 @@ _SETTLE_TIMEOUT_S = 60.0
 _RERANK_YIELD_MAX_S = 5.0
 _RERANK_PAUSE_MAX_S = 1.0
 _PATCH_QUEUE_BATCHES = 8  # batches of planned live patches waiting for Redis
+_LIVE_ANNOUNCE_MAX = 100  # live-patched feeds read back and announced per round
 _RECOVER_LIMIT = 100_000  # stale users taken over at start (bounded; the rest on the next start)
 
 
@@ -134,7 +143,9 @@ class InteractionStage:
     def __init__(self, *, graph: GraphProcessor, feeds: FeedService, cache: FeedCache,
                  producer: EventProducer, emitter: ReconciliationEmitter, codec: AvroCodec,
                  refresh_interval_s: float, refresh_threads: int = 1,
-                 patches: PatchParams | None = None, rerank_share: float = 1.0) -> None:
+                 patches: PatchParams | None = None, rerank_share: float = 1.0,
+                 rerank_share_behind: float | None = None, behind_s: float = 0.1,
+                 live_announce_interval_s: float = 5.0) -> None:
         self.graph = graph
         self.feeds = feeds
         self.cache = cache
@@ -145,7 +156,16 @@ class InteractionStage:
         self.plan = RefreshPlan(refresh_interval_s)
         self.refresh_threads = refresh_threads
         self.rerank_share = rerank_share
+        # While the stage is behind (a batch's oldest record waited more than `behind_s`), re-ranks
+        # take at most this share: the live patches are what meets the feed SLO, re-ranks refine.
+        self.rerank_share_behind = rerank_share if rerank_share_behind is None else rerank_share_behind
+        self.behind_s = behind_s
+        self.behind = False
         self.patches = patches
+        # Live-patched feeds owed an announcement (at most one per user per interval): each
+        # announcement reads the whole feed back and encodes its 200 items (~1 ms of CPU), which
+        # one per patch made the largest cost of a batch at 1,000 interactions/s.
+        self.live = RefreshPlan(live_announce_interval_s)
         self._patch_queue: asyncio.Queue[list[PlannedPatch]] = asyncio.Queue(_PATCH_QUEUE_BATCHES)
         self._patcher: asyncio.Task[None] | None = None
         self._between_batches = threading.Event()
@@ -161,7 +181,9 @@ class InteractionStage:
         started = time.time()
         stamps = [r.timestamp_ms for r in records if r.timestamp_ms is not None]
         if stamps:
-            INTERACTION_BATCHES.labels("wait").observe(max(0.0, started - min(stamps) / 1000))
+            waited = max(0.0, started - min(stamps) / 1000)
+            INTERACTION_BATCHES.labels("wait").observe(waited)
+            self.behind = waited > self.behind_s
         INTERACTION_BATCH_RECORDS.observe(len(records))
         try:
             return await self._process(records)
@@ -309,25 +331,57 @@ class InteractionStage:
         report.patches_queued = len(planned)
 
     async def _run_patches(self) -> None:
-        """Apply queued patches (all that waited, in one pipeline) and announce each as
-        FeedUpdated; a failure only logs: the users are marked stale, so the re-rank still comes."""
+        """Apply queued patches (all that waited, in one pipeline), then announce the patched feeds
+        that are due; a failure only logs: the users are marked stale, so the re-rank still comes."""
         while True:
-            planned = list(await self._patch_queue.get())
-            while not self._patch_queue.empty():
-                planned.extend(self._patch_queue.get_nowait())
-            try:
-                feeds = await asyncio.to_thread(self.cache.patch_feeds, [p.patch for p in planned])
-                self._announce_patches(planned, feeds)
-            except PinstreamError as exc:
-                log.warning("live feed patches not applied (the re-rank will come): %s", exc)
+            planned = await self._next_patches()
+            if planned:
+                try:
+                    sizes = await asyncio.to_thread(self.cache.patch_feeds, [p.patch for p in planned])
+                except PinstreamError as exc:
+                    log.warning("live feed patches not applied (the re-rank will come): %s", exc)
+                else:
+                    self._patched(planned, sizes)
+            await self._announce_live()
 
-    def _announce_patches(self, planned: list[PlannedPatch], feeds: list[list[FeedItem] | None]) -> None:
+    async def _next_patches(self) -> list[PlannedPatch]:
+        """All the planned patches that queued, waiting for some at most half an announcement
+        interval (announcements still go out when no more interactions come)."""
+        try:
+            planned = list(await asyncio.wait_for(self._patch_queue.get(), self.live.interval_s / 2))
+        except TimeoutError:
+            return []
+        while not self._patch_queue.empty():
+            planned.extend(self._patch_queue.get_nowait())
+        return planned
+
+    def _patched(self, planned: list[PlannedPatch], sizes: list[int | None]) -> None:
+        written_ms = time.time() * 1000
+        for item, size in zip(planned, sizes, strict=True):
+            if size is None:  # no feed cached: nothing patched (the re-rank writes one)
+                continue
+            if item.oldest_ms is not None:
+                FEED_LIVE_LAG.observe(max(0.0, written_ms - item.oldest_ms) / 1000)
+            self.live.mark(item.patch.user_id, item.oldest_ms)
+
+    async def _announce_live(self) -> None:
+        """Publish the live-patched feeds that are due as FeedUpdated (model `<ranker>+live`)."""
+        due = self.live.due(time.monotonic(), _LIVE_ANNOUNCE_MAX)
+        if not due:
+            return
+        users = list(due)
+        try:
+            feeds = await asyncio.to_thread(self.cache.read_feeds, users)
+        except PinstreamError as exc:  # the users' re-ranks are announced anyway
+            log.warning("live-patched feeds not announced: %s", exc)
+            return
         written_ms = time.time() * 1000
         model = f"{self.feeds.computer.params.model}+live"
-        for item, feed in zip(planned, feeds, strict=True):
+        for user, feed in zip(users, feeds, strict=True):
             if feed is not None:
-                self._send_feed(FeedUpdated(user_id=item.patch.user_id, items=tuple(feed), model=model),
-                                b"live", item.oldest_ms, written_ms, FEED_LIVE_LAG)
+                self._send_feed(FeedUpdated(user_id=user, items=tuple(feed), model=model), b"live",
+                                due[user], written_ms, None)
+                LIVE_ANNOUNCEMENTS.inc()
 
     def _hand_over(self, user_id: str, exc: SinkError) -> int:
         """Ask the reconciler to rewrite the user's feed, once per Redis outage; 1 if asked now."""
@@ -393,15 +447,17 @@ class InteractionStage:
 
     def _rerank_pacer(self) -> Callable[[], None]:
         """What a chunk of re-ranks runs before each feed: a pause that keeps re-ranks within
-        `rerank_share` of the time (after a feed that took t, t * (1/share - 1)), then a wait
-        while an interaction batch is being processed. One interpreter runs both: a re-rank
-        holding it makes the batch, and every live patch behind it, wait."""
+        `rerank_share` of the time (after a feed that took t, t * (1/share - 1)), or within
+        `rerank_share_behind` while the stage is behind, then a wait while an interaction batch
+        is being processed. One interpreter runs both: a re-rank holding it makes the batch, and
+        every live patch behind it, wait."""
         started: list[float] = []
 
         def before_each() -> None:
-            if started and self.rerank_share < 1.0:
+            share = self.rerank_share_behind if self.behind else self.rerank_share
+            if started and share < 1.0:
                 spent = time.perf_counter() - started[0]
-                time.sleep(min(spent * (1.0 / self.rerank_share - 1.0), _RERANK_PAUSE_MAX_S))
+                time.sleep(min(spent * (1.0 / share - 1.0), _RERANK_PAUSE_MAX_S))
             self._between_batches.wait(_RERANK_YIELD_MAX_S)
             started[:] = [time.perf_counter()]
 

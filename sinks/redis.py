@@ -86,7 +86,7 @@ return cleared
 # A live patch of one cached feed (KEYS: feed, reasons; ARGV: size, removals, then the removed
 # pins, then pin/share/reason triples). Nothing happens to a feed that is not cached (the next full
 # refresh writes it). Lifted pins go above the feed's best score by their share, so the feed stays
-# ordered by strength; it is trimmed back to `size`. Returns the new feed as pin, score, reason.
+# ordered by strength; it is trimmed back to `size`. Returns the feed's new size.
 _FEED_PATCH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local size, removals = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -115,6 +115,12 @@ if extra > 0 then
   end
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1)
 end
+return redis.call('ZCARD', KEYS[1])
+"""
+_FEED_PATCH_SHA1 = hashlib.sha1(_FEED_PATCH.encode(), usedforsecurity=False).hexdigest()
+# A cached feed and its reasons from one moment: pin, score, reason, ... (best first); false if none.
+_FEED_READ = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local ranked = redis.call('ZREVRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 if #ranked == 0 then return {} end
 local members = {}
@@ -128,7 +134,7 @@ for j = 1, #members do
 end
 return out
 """
-_FEED_PATCH_SHA1 = hashlib.sha1(_FEED_PATCH.encode(), usedforsecurity=False).hexdigest()
+_FEED_READ_SHA1 = hashlib.sha1(_FEED_READ.encode(), usedforsecurity=False).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,32 +261,27 @@ class FeedCache:
 
         return self._call("read_feed", read)
 
-    def patch_feeds(self, patches: Sequence[FeedPatch]) -> list[list[FeedItem] | None]:
+    def patch_feeds(self, patches: Sequence[FeedPatch]) -> list[int | None]:
         """Apply live patches in order, one atomic script call each, all in one pipeline; returns
-        each patched feed (best first), None where no feed was cached (nothing written there)."""
-        if not patches:
-            return []
+        each patched feed's size, None where no feed was cached (nothing written there). The feeds
+        themselves are not sent back: `read_feeds` reads the ones that are announced."""
+        calls = []
+        for item in patches:
+            args: list[str | float | int] = [self.feed_size, len(item.remove), *item.remove]
+            for pin, share, reason in item.lift:
+                args.extend((pin, repr(share), reason))
+            calls.append(((self.feed_key(item.user_id), self.reasons_key(item.user_id)), args))
+        replies = self._call("patch_feeds",
+                             lambda conn: _run_script(conn, _FEED_PATCH, _FEED_PATCH_SHA1, calls))
+        return [None if reply is None else int(reply) for reply in replies]
 
-        def patch(conn: Client) -> list[list[FeedItem] | None]:
-            for attempt in (0, 1):
-                pipe = conn.pipeline(transaction=False)
-                for item in patches:
-                    args: list[str | float | int] = [self.feed_size, len(item.remove), *item.remove]
-                    for pin, share, reason in item.lift:
-                        args.extend((pin, repr(share), reason))
-                    keys = (self.feed_key(item.user_id), self.reasons_key(item.user_id))
-                    if attempt == 0:  # the digest: the script's text crosses once per server start
-                        pipe.evalsha(_FEED_PATCH_SHA1, 2, *keys, *args)
-                    else:
-                        pipe.eval(_FEED_PATCH, 2, *keys, *args)
-                try:
-                    replies = pipe.execute()
-                except redis.exceptions.NoScriptError:
-                    continue
-                return [_feed_items(reply) if reply else None for reply in replies]
-            raise redis.exceptions.NoScriptError("feed patch script not loaded")
-
-        return self._call("patch_feeds", patch)
+    def read_feeds(self, users: Sequence[str]) -> list[list[FeedItem] | None]:
+        """Each user's whole cached feed (best first, each feed read atomically), None where none
+        is cached; all in one pipeline."""
+        calls: list[tuple[tuple[str, ...], Sequence[str | float | int]]] = [
+            ((self.feed_key(user), self.reasons_key(user)), ()) for user in users]
+        replies = self._call("read_feeds", lambda conn: _run_script(conn, _FEED_READ, _FEED_READ_SHA1, calls))
+        return [None if reply is None else _feed_items(reply) for reply in replies]
 
     def remove_pin(self, user_id: str, pin_id: str) -> bool:
         """Drop a hidden or deleted pin from the user's cached feed and preferences now; True if
@@ -412,6 +413,26 @@ class FeedCache:
             raise
         REDIS_SECONDS.labels(op).observe(time.perf_counter() - started)
         return result
+
+
+def _run_script(conn: Client, script: str, sha1: str,
+                calls: Sequence[tuple[tuple[str, ...], Sequence[str | float | int]]]) -> list[Any]:
+    """One pipeline of script calls (keys, args): by digest, the text itself only when the
+    server does not know it (it crosses once per server start or script flush)."""
+    if not calls:
+        return []
+    for attempt in (0, 1):
+        pipe = conn.pipeline(transaction=False)
+        for keys, args in calls:
+            if attempt == 0:
+                pipe.evalsha(sha1, len(keys), *keys, *args)
+            else:
+                pipe.eval(script, len(keys), *keys, *args)
+        try:
+            return list(pipe.execute())
+        except redis.exceptions.NoScriptError:
+            continue
+    raise redis.exceptions.NoScriptError("script not loaded")
 
 
 def _feed_items(reply: Sequence[bytes]) -> list[FeedItem]:

@@ -213,7 +213,9 @@ class FeedUpdated(Event):
 
     def to_record(self) -> dict[str, Any]:
         record = _shallow_record(self)
-        record["items"] = [_shallow_record(item) for item in self.items]
+        # Explicit keys: 200 items a feed, this was a fifth of encoding one.
+        record["items"] = [{"pin_id": item.pin_id, "score": item.score, "reason": item.reason}
+                           for item in self.items]
         record["fallbacks"] = [str(f) for f in self.fallbacks]
         return record
 

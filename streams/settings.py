@@ -115,6 +115,13 @@ class Settings(BaseSettings):
                                      description="largest share of the time full re-ranks may take: after "
                                                  "each feed they pause for the rest, so interaction batches "
                                                  "and live patches keep the interpreter (1: no pause)")
+    feed_rerank_share_behind: float = Field(
+        default=0.1, gt=0, le=1,
+        description="the re-ranks' largest share while the interaction stage is behind (a batch's "
+                    "oldest record waited more than feed_rerank_behind_ms): live patches first")
+    feed_rerank_behind_ms: float = Field(default=100.0, ge=0, le=60_000,
+                                         description="how long a batch's oldest record may wait before "
+                                                     "the stage counts as behind")
     feed_refresh_threads: int = Field(default=1, ge=1, le=64,
                                       description="feed refreshes computed at the same time")
     feed_graph_from_cache: bool = Field(default=True,
@@ -123,6 +130,10 @@ class Settings(BaseSettings):
     feed_live_related: int = Field(default=10, ge=0, le=200,
                                    description="pins lifted per engagement by a live feed patch "
                                                "(0: feeds change only at the full refresh)")
+    feed_live_announce_interval_s: float = Field(
+        default=5.0, gt=0, le=3600,
+        description="at most one announcement of a live-patched feed on feeds.updated.v1 per user "
+                    "per interval (each is the whole feed; full re-ranks are announced apart)")
 
     # Visual search and the worker's web server
     search_shortlist: int = Field(default=1000, ge=1, le=10_000,

@@ -76,8 +76,8 @@ HEADER_DLQ_SOURCE = "pinstream.dlq.source"  # "<topic>/<partition>/<offset>"
 # On a PinEmbedding: Kafka timestamp (ms) of the pins.created record it came from, so the index
 # can measure publish -> searchable.
 HEADER_SOURCE_TIMESTAMP = "pinstream.source.timestamp_ms"
-# On FeedUpdated: "live" for a patch of the cached feed by one batch's interactions, "full" for a
-# re-rank (downstream and `pinstream bench feed` tell them apart).
+# On FeedUpdated: "live" for a feed live-patched by interactions since its last announcement
+# (coalesced per user), "full" for a re-rank (downstream and `pinstream bench feed` tell them apart).
 HEADER_FEED_CHANGE = "pinstream.feed.change"
 # On a redriven dead letter: "<topic>/<partition>/<offset>" of the dead letter it re-publishes.
 HEADER_DLQ_REDRIVE_OF = "pinstream.dlq.redrive_of"

@@ -132,7 +132,9 @@ def build_interaction_stage(settings: Settings, producer: EventProducer, codec: 
         emitter=ReconciliationEmitter(producer, secrets=settings_secrets(settings)), codec=codec,
         refresh_interval_s=settings.feed_refresh_interval_s,
         refresh_threads=settings.feed_refresh_threads, patches=patches,
-        rerank_share=settings.feed_rerank_share)
+        rerank_share=settings.feed_rerank_share, rerank_share_behind=settings.feed_rerank_share_behind,
+        behind_s=settings.feed_rerank_behind_ms / 1000,
+        live_announce_interval_s=settings.feed_live_announce_interval_s)
 
 
 def reconcile_to_kafka(producer: EventProducer, settings: Settings) -> ReconcileFn:

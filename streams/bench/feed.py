@@ -5,8 +5,13 @@ library doing the same work in the same run (confluent-kafka produce -> consume,
 The worker stamps each FeedUpdated with the Kafka timestamp of the oldest interaction the refresh
 covers (`HEADER_SOURCE_TIMESTAMP`), and publishes it after the feed is in Redis: the FeedUpdated
 record's own timestamp minus that stamp is the refresh latency of the longest-waiting interaction.
-Live patches (one batch's engagements and hides, at once) and full re-ranks (coalesced per user)
-are told apart by `HEADER_FEED_CHANGE` and timed separately.
+Full re-ranks (coalesced per user) and announcements of live-patched feeds (coalesced per user
+per announcement interval) are told apart by `HEADER_FEED_CHANGE` and timed separately.
+
+A live patch (one batch's engagements and hides, at once) is timed where it lands: the worker
+observes, right after Redis applied it, the Kafka timestamp of the oldest interaction it covers
+(`pinstream_feed_live_lag_seconds`), and the bench reads that histogram's buckets before and after
+each rate (percentiles exact to the bucket).
 """
 
 from __future__ import annotations
@@ -69,7 +74,9 @@ class RatePhase:
     sent: int = 0
     achieved_rate: float = 0.0
     refresh_s: list[float] = field(default_factory=list)  # full re-ranks
-    live_s: list[float] = field(default_factory=list)  # live patches
+    live_s: list[float] = field(default_factory=list)  # live-patched feeds announced (coalesced)
+    # Live patches applied in Redis, from the worker's lag histogram: count, p50, p99 (seconds).
+    live_redis: dict[str, float] = field(default_factory=dict)
     users_refreshed: int = 0
     drain_s: float = 0.0
     fallbacks: dict[str, int] = field(default_factory=dict)
@@ -80,7 +87,7 @@ class RatePhase:
     def to_json(self) -> dict[str, Any]:
         return {"rate": self.rate, "duration_s": self.duration_s, "sent": self.sent,
                 "achieved_rate": self.achieved_rate, "refresh_latency_s": summary(self.refresh_s),
-                "live_latency_s": summary(self.live_s),
+                "live_latency_s": summary(self.live_s), "live_redis_latency_s": self.live_redis,
                 "users_refreshed": self.users_refreshed, "drain_s": self.drain_s,
                 "fallbacks": self.fallbacks, "bare_kafka_latency_s": summary(self.bare_kafka_s),
                 "interaction_batches": self.batches}
@@ -309,6 +316,35 @@ def batch_means(before: str, after: str) -> dict[str, float]:
     return out
 
 
+def histogram_quantiles(before: str, after: str, name: str,
+                        quantiles: Sequence[float] = (0.5, 0.99)) -> dict[str, float]:
+    """Count and quantiles (as `p50`, `p99`, seconds) of what a histogram observed between two
+    scrapes, interpolated linearly within the bucket the quantile falls in (as Prometheus'
+    histogram_quantile does): exact to the bucket, not to the millisecond. A quantile in the
+    last, unbounded bucket is reported as the largest finite bound, `<q>_above` set to 1."""
+    then, now = _samples(before), _samples(after)
+    bounds = sorted((float(value), (sample, label, value)) for sample, label, value in now
+                    if sample == f"{name}_bucket" and label == "le")
+    cumulative = [(bound, now[key] - then.get(key, 0.0)) for bound, key in bounds]
+    total = cumulative[-1][1] if cumulative else 0.0
+    out = {"count": total}
+    if not total:
+        return out
+    for q in quantiles:
+        rank, lower, below = q * total, 0.0, 0.0
+        label = f"p{q * 100:g}"
+        for bound, count in cumulative:
+            if count >= rank:
+                if bound == float("inf"):
+                    out[label], out[f"{label}_above"] = lower, 1.0
+                else:
+                    share = (rank - below) / (count - below) if count > below else 1.0
+                    out[label] = lower + (bound - lower) * share
+                break
+            lower, below = bound, count
+    return out
+
+
 def _samples(text: str) -> dict[tuple[str, str, str], float]:
     """Every sample of a scrape with at most one label, by (name, label, label value)."""
     out: dict[tuple[str, str, str], float] = {}
@@ -353,7 +389,9 @@ def run_feed_bench(workdir: Path, *, rates: Sequence[float], duration_s: float, 
                 phase.sent = send(producer, records, count, rate)
                 phase.achieved_rate = phase.sent / max(time.monotonic() - started, 1e-9)
                 phase.drain_s = follower.wait_quiet(300)
-                phase.batches = batch_means(scraped, worker_metrics(metrics_port))
+                after = worker_metrics(metrics_port)
+                phase.batches = batch_means(scraped, after)
+                phase.live_redis = histogram_quantiles(scraped, after, "pinstream_feed_live_lag_seconds")
                 seen = follower.records[before:]
                 phase.refresh_s = [latency for _, latency, _, _, live in seen if not live]
                 phase.live_s = [latency for _, latency, _, _, live in seen if live]
@@ -389,7 +427,15 @@ def result_rows(result: FeedBenchResult) -> tuple[list[list[str]], list[list[str
     refresh = []
     for phase in result.phases:
         bare = summary(phase.bare_kafka_s)
-        for change, values in (("live patch", phase.live_s), ("full re-rank", phase.refresh_s)):
+        redis = phase.live_redis
+        if redis.get("count"):
+            ratio = f"{redis['p99'] / bare['p99']:.0f}x" if "p99" in bare else "-"
+            refresh.append([f"{phase.rate:,.0f}/s (sent {phase.achieved_rate:,.0f}/s)",
+                            "live patch in Redis (worker histogram)", ms(redis, "p50"),
+                            ("> " if redis.get("p99_above") else "") + ms(redis, "p99"), "-",
+                            f"{int(redis['count']):,}", f"{phase.drain_s:.1f} s", ms(bare, "p50"),
+                            ms(bare, "p99"), ratio])
+        for change, values in (("live patch announced", phase.live_s), ("full re-rank", phase.refresh_s)):
             ours = summary(values)
             ratio = f"{ours['p99'] / bare['p99']:.0f}x" if "p99" in ours and "p99" in bare else "-"
             refresh.append([f"{phase.rate:,.0f}/s (sent {phase.achieved_rate:,.0f}/s)", change,

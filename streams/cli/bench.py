@@ -512,9 +512,14 @@ def feed(rates: str, duration: float, users: int, warmup: int, reads: int, refre
                          f"{phase.batches['gc_full_pause_ms']:.0f} ms each")
     for phase in result.phases:
         figures = phase.to_json()
-        for change, key in (("live patch", "live_latency_s"), ("full re-rank", "refresh_latency_s")):
-            p99 = figures[key].get("p99", float("inf"))
-            screen.print(f"{phase.rate:,.0f}/s: {change} p99 {p99 * 1000:,.0f} ms "
+        # The SLO is the feed in Redis: live patches where they land (the announcements of
+        # patched feeds are coalesced per user, so they lag by design), re-ranks when announced.
+        for change, key in (("live patch in Redis", "live_redis_latency_s"),
+                            ("full re-rank", "refresh_latency_s")):
+            stats = figures[key]
+            p99 = float("inf") if stats.get("p99_above") else stats.get("p99", float("inf"))
+            shown = f"> {stats['p99'] * 1000:,.0f}" if stats.get("p99_above") else f"{p99 * 1000:,.0f}"
+            screen.print(f"{phase.rate:,.0f}/s: {change} p99 {shown} ms "
                          f"({'meets' if p99 < GOAL_P99_S else 'MISSES'} < {GOAL_P99_S * 1000:.0f} ms)")
     path = write_json(out or default_result_path("feed"), result.to_json(command))
     screen.print(f"wrote {path}")

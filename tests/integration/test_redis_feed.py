@@ -242,7 +242,7 @@ def test_stale_marks_stay_until_a_feed_computed_after_them_is_written(
     assert cache.clear_stale([], computed_at=time.time()) == 0
 
 
-def test_a_live_patch_removes_lifts_trims_and_returns_the_feed(cache: FeedCache, raw: redis.Redis) -> None:
+def test_a_live_patch_removes_lifts_and_trims_the_feed(cache: FeedCache, raw: redis.Redis) -> None:
     cache.write_feeds([feed("u1", [f"p{i}" for i in range(200)])])  # scores 200 .. 1
     ttl_before = raw.pttl(cache.feed_key("u1"))
 
@@ -252,27 +252,31 @@ def test_a_live_patch_removes_lifts_trims_and_returns_the_feed(cache: FeedCache,
         FeedPatch("nobody", remove=("p1",), lift=(("new", 1.0, "live:p1"),)),
     ])
 
-    assert patched[1] is None  # no feed cached for "nobody": nothing written for it
+    assert patched == [200, None]  # no feed cached for "nobody": nothing written for it
     assert not raw.exists(cache.feed_key("nobody"))
-    items = patched[0]
-    assert items is not None
+    items, nobody = cache.read_feeds(["u1", "nobody"])
+    assert items is not None and nobody is None
     assert items[:4] == [FeedItem("new", 200.0, "live:p0"), FeedItem("new2", 199.75, "live:p0"),
                          FeedItem("p150", 199.5, "live:p0"), FeedItem("p1", 199.0, "walk:board b1")]
     assert len(items) == 200
     assert "p0" not in {item.pin_id for item in items}
     assert items[-1].pin_id == "p198"  # 200 - 1 + 2 new: p199, the lowest, trimmed to keep 200
-    assert cache.read_feed("u1") == items  # the reply is what readers see
+    assert cache.read_feed("u1") == items  # both reads see the same feed and reasons
     assert not raw.hexists(cache.reasons_key("u1"), "p199")
     assert 0 < raw.pttl(cache.feed_key("u1")) <= ttl_before  # a patch does not extend the TTL
 
 
-def test_a_live_patch_reloads_its_script_after_a_script_flush(cache: FeedCache, raw: redis.Redis) -> None:
+def test_live_patch_and_feed_read_scripts_reload_after_a_script_flush(
+        cache: FeedCache, raw: redis.Redis) -> None:
     cache.write_feeds([feed("u1", ["a", "b"])])
     raw.script_flush()
 
     patched = cache.patch_feeds([FeedPatch("u1", lift=(("c", 0.25, "live:a"),))])
+    raw.script_flush()
+    feeds = cache.read_feeds(["u1"])
 
-    assert [item.pin_id for item in patched[0] or []] == ["c", "a", "b"]
+    assert patched == [3]
+    assert [item.pin_id for item in feeds[0] or []] == ["c", "a", "b"]
 
 
 def test_a_batch_marks_users_stale_folds_trending_and_removes_hides_in_one_call(

@@ -15,6 +15,7 @@ from streams.bench.feed import (
     FeedBenchResult,
     RatePhase,
     batch_means,
+    histogram_quantiles,
     paced,
     result_rows,
     summary,
@@ -40,9 +41,15 @@ def test_summaries_and_rows_put_ours_beside_the_bare_ceiling() -> None:
     result = FeedBenchResult(phases=[phase], reads={READ_PATHS[0]: [0.004, 0.006],
                                                     READ_PATHS[2]: [0.001, 0.002]})
     refresh, reads = result_rows(result)
-    assert refresh[0][:2] == ["1,000/s (sent 998/s)", "live patch"] and refresh[0][5] == "2"
+    assert refresh[0][:2] == ["1,000/s (sent 998/s)", "live patch announced"] and refresh[0][5] == "2"
     assert refresh[1][1] == "full re-rank"
     assert refresh[1][3] == "298 ms" and refresh[1][-1] == "10x"  # p99 0.298 s vs 0.0298 s
+    phase.live_redis = {"count": 400.0, "p50": 0.06, "p99": 0.14}
+    refresh, _ = result_rows(result)
+    assert refresh[0][1] == "live patch in Redis (worker histogram)"
+    assert refresh[0][2:4] == ["60 ms", "140 ms"] and refresh[0][5] == "400" and refresh[0][-1] == "5x"
+    phase.live_redis = {"count": 400.0, "p50": 0.06, "p99": 30.0, "p99_above": 1.0}
+    assert result_rows(result)[0][0][3] == "> 30,000 ms"
     assert reads[0][0] == READ_PATHS[0] and reads[0][-1] == "3.0x"
     assert reads[1][-1] == "1.0x"
     payload = result.to_json("pinstream bench feed")
@@ -96,3 +103,21 @@ def test_batch_means_are_the_difference_between_two_scrapes() -> None:
     assert means["graph_ms"] == pytest.approx(50.0)
     assert means["gc_full"] == 2
     assert means["gc_full_pause_ms"] == pytest.approx(50.0)
+
+
+def test_histogram_quantiles_interpolate_within_the_bucket_between_two_scrapes() -> None:
+    def scrape(counts: dict[str, int]) -> str:
+        return "\n".join(f'pinstream_feed_live_lag_seconds_bucket{{le="{le}"}} {n}'
+                         for le, n in counts.items()) + "\n"
+
+    before = scrape({"0.05": 10, "0.1": 10, "0.15": 10, "+Inf": 10})
+    # 100 new: 50 under 50 ms, 40 in (50, 100], 9 in (100, 150], 1 above
+    after = scrape({"0.05": 60, "0.1": 100, "0.15": 109, "+Inf": 110})
+    found = histogram_quantiles(before, after, "pinstream_feed_live_lag_seconds")
+    assert found["count"] == 100
+    assert found["p50"] == pytest.approx(0.05)  # the 50th of 100 ends the first bucket
+    assert found["p99"] == pytest.approx(0.15)  # the 99th is the last within 150 ms
+    worst = histogram_quantiles(before, scrape({"0.05": 10, "0.1": 10, "0.15": 10, "+Inf": 20}),
+                                "pinstream_feed_live_lag_seconds")
+    assert worst["p99"] == 0.15 and worst["p99_above"] == 1.0  # beyond the last bound
+    assert histogram_quantiles(before, before, "pinstream_feed_live_lag_seconds") == {"count": 0.0}

@@ -51,3 +51,18 @@ def test_a_re_rank_waits_while_an_interaction_batch_is_processed() -> None:
     stage._between_batches.clear()  # a batch is being processed
     threading.Timer(0.2, stage._between_batches.set).start()
     assert 0.15 <= _timed(pacer) < 2.0
+
+
+def test_while_the_stage_is_behind_re_ranks_take_the_smaller_share() -> None:
+    unused: Any = object()
+    producer: Any = SimpleNamespace(settings=load_settings())
+    stage = InteractionStage(graph=unused, feeds=unused, cache=unused, producer=producer, emitter=unused,
+                             codec=unused, refresh_interval_s=1.0, rerank_share=1.0,
+                             rerank_share_behind=0.2, behind_s=0.1)
+    pacer = stage._rerank_pacer()
+    pacer()
+    _busy(0.03)
+    assert _timed(pacer) < 0.02  # keeping up: a share of one, no pause
+    stage.behind = True  # a batch's oldest record waited past behind_s
+    _busy(0.03)
+    assert 0.1 <= _timed(pacer) < 0.5  # 30 ms of feed, 120 ms of pause: a fifth
