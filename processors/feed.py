@@ -195,6 +195,18 @@ def heaviest_boards(query: Mapping[str, float], pin_boards: Mapping[str, Mapping
     return sorted(sorted(mass, key=lambda b: (-mass[b], b))[:limit])
 
 
+def _pausing_clock(clock: Callable[[], float], pause: Callable[[], float]) -> Callable[[], float]:
+    """`clock` less the time spent in `pause`, which runs on every reading."""
+    waited = 0.0
+
+    def read() -> float:
+        nonlocal waited
+        waited += pause()
+        return clock() - waited
+
+    return read
+
+
 class FeedComputer:
     """Computes feeds from the graph; every optional source may be None (and the result says so)."""
 
@@ -210,30 +222,35 @@ class FeedComputer:
         self.params = params or FeedParams()
         self.clock = clock
 
-    def compute(self, user_id: str, *, served: Collection[str] = (),
-                hidden: Collection[str] = ()) -> FeedResult:
-        """The ranked feed of `user_id` without `served` and `hidden` pins (nor any hidden before)."""
-        started = self.clock()
+    def compute(self, user_id: str, *, served: Collection[str] = (), hidden: Collection[str] = (),
+                pause: Callable[[], float] | None = None) -> FeedResult:
+        """The ranked feed of `user_id` without `served` and `hidden` pins (nor any hidden before).
+
+        `pause`, when given, is called between stages and between walk rounds; it may block (a
+        worker's re-rank waits there while an interaction batch holds the interpreter) and
+        returns the seconds it waited, which count neither in the timings nor to the deadline."""
+        clock = self.clock if pause is None else _pausing_clock(self.clock, pause)
+        started = clock()
         timings: dict[str, float] = {}
         try:
             hood = fetch_neighbourhood(self.graph, user_id, self.params.rank)
         except SinkError as exc:
             log.warning("graph unavailable for the feed of %s, serving cached preferences: %s", user_id, exc)
-            timings["fetch"] = self.clock() - started
+            timings["fetch"] = clock() - started
             exclude = set(served) | set(hidden)
             items = self._from_preferences(user_id, exclude)
             fallbacks = [Fallback.CACHED_PREFERENCES]
             ranked: list[FeedItem] = []
             candidates = len(items)
         else:
-            timings["fetch"] = self.clock() - started
+            timings["fetch"] = clock() - started
             exclude = set(served) | set(hidden) | hood.pins.engaged | hood.pins.hidden
-            ranked, candidates, fallbacks, timings_rank = self._rank(user_id, hood, exclude)
+            ranked, candidates, fallbacks, timings_rank = self._rank(user_id, hood, exclude, clock)
             timings.update(timings_rank)
             items = ranked[:self.params.rank.size]
         if len(items) < self.params.rank.size and self._fill_with_trending(items, exclude):
             fallbacks.append(Fallback.TRENDING_FILL)
-        timings["total"] = self.clock() - started
+        timings["total"] = clock() - started
         for stage, seconds in timings.items():
             FEED_SECONDS.labels(stage).observe(seconds)
         for fallback in fallbacks:
@@ -244,25 +261,25 @@ class FeedComputer:
                           {k: v * 1000 for k, v in timings.items()},
                           tuple((item.pin_id, item.score) for item in ranked[:self.params.preference_pins]))
 
-    def _rank(self, user_id: str, hood: Neighbourhood, exclude: set[str]
+    def _rank(self, user_id: str, hood: Neighbourhood, exclude: set[str], clock: Callable[[], float]
               ) -> tuple[list[FeedItem], int, list[Fallback], dict[str, float]]:
         params = self.params
-        started = self.clock()
+        started = clock()
         deadline = started + params.deadline_s
         size = max(params.rank.size, params.preference_pins)
         taste = self._taste(hood.pins.query)
         similar = self._similar(taste, exclude)
         found = Candidates.of(hood, exclude, similar, params.rank.max_candidates)
         graph, count = found.graph, int(found.eligible.sum())
-        timings = {"candidates": self.clock() - started}
+        timings = {"candidates": clock() - started}
         try:
             query = [graph.pin_index[p] for p in hood.pins.query]
             walks = random_walks(graph, query, list(hood.pins.query.values()), params.walk,
-                                 walk_seed(params.seed, user_id), deadline=deadline, clock=self.clock)
-            timings["walk"] = self.clock() - started - timings["candidates"]
+                                 walk_seed(params.seed, user_id), deadline=deadline, clock=clock)
+            timings["walk"] = clock() - started - timings["candidates"]
             sims, has_embedding = self._cosine(graph.pin_ids, self._shortlist(found, walks, similar),
                                                taste)
-            if self.clock() > deadline:
+            if clock() > deadline:
                 raise RankerDeadlineExceeded("scoring finished past the deadline")
         except RankerDeadlineExceeded as exc:
             log.info("feed of %s: %s; serving co-engagement scores", user_id, exc)
@@ -270,7 +287,7 @@ class FeedComputer:
                     [Fallback.RANKER_TIMEOUT_CF], timings)
         scored = combine(graph, walks, found.cf, params.rank, sims=sims, found=has_embedding)
         items = top_items(scored, found.eligible, size, graph=graph, walks=walks, similar=similar)
-        timings["score"] = self.clock() - started - timings["candidates"] - timings["walk"]
+        timings["score"] = clock() - started - timings["candidates"] - timings["walk"]
         return items, count, [] if sims is not None else [Fallback.NO_EMBEDDINGS], timings
 
     def _shortlist(self, found: Candidates, walks: WalkResult, similar: Collection[str]) -> IntArray:
@@ -373,15 +390,17 @@ class FeedService:
         self.store = store
 
     def refresh(self, user_ids: Sequence[str], *, served: Mapping[str, Collection[str]] | None = None,
-                before_each: Callable[[], object] | None = None) -> list[FeedResult]:
+                before_each: Callable[[], object] | None = None,
+                pause: Callable[[], float] | None = None) -> list[FeedResult]:
         """Recompute these users' feeds and cache them in one pipeline; on a Redis failure each
         result is UNCACHED and carries the error for its reconciliation record. `before_each` runs
-        before every computation (a worker waits there while it has a batch to process)."""
+        before every computation, `pause` within it (`FeedComputer.compute`): a worker waits
+        there while it has a batch to process."""
         results = []
         for user in dict.fromkeys(user_ids):
             if before_each is not None:
                 before_each()
-            results.append(self.computer.compute(user, served=(served or {}).get(user, ())))
+            results.append(self.computer.compute(user, served=(served or {}).get(user, ()), pause=pause))
         preferences = {r.user_id: r.preferences for r in results if r.preferences}
         try:
             self.store.write_feeds([r.event() for r in results], preferences)

@@ -431,7 +431,8 @@ class InteractionStage:
         async def refresh(chunk: list[str]) -> list[FeedResult]:
             async with gate:
                 computed_at = time.time()
-                results = await asyncio.to_thread(self.feeds.refresh, chunk, before_each=self._rerank_pacer())
+                results = await asyncio.to_thread(self.feeds.refresh, chunk, before_each=self._rerank_pacer(),
+                                                  pause=self._rerank_pause)
                 cached = [r.user_id for r in results if not r.needs_reconciliation]
                 try:
                     await asyncio.to_thread(self.cache.clear_stale, cached, computed_at=computed_at)
@@ -462,6 +463,18 @@ class InteractionStage:
             started[:] = [time.perf_counter()]
 
         return before_each
+
+    def _rerank_pause(self) -> float:
+        """Within a re-rank (between its stages and its walk rounds): wait while an interaction
+        batch is being processed, so the batch does not share the interpreter with the rest of the
+        feed; returns the seconds waited. Before this, a batch that came during a feed ran at about
+        half speed until the feed was done (1,000/s: live p99 203 ms against 95 ms with re-ranks
+        almost off)."""
+        if self._between_batches.is_set():
+            return 0.0
+        started = time.perf_counter()
+        self._between_batches.wait(_RERANK_YIELD_MAX_S)
+        return time.perf_counter() - started
 
     def _announce(self, results: list[FeedResult], since: dict[str, int | None]) -> None:
         written_ms = time.time() * 1000

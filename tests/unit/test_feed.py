@@ -160,6 +160,29 @@ def test_ranker_over_its_deadline_serves_co_engagement_scores() -> None:
     assert fallback_count(Fallback.RANKER_TIMEOUT_CF) == before + 1
 
 
+def test_time_waited_in_pauses_counts_neither_to_the_deadline_nor_in_the_timings() -> None:
+    # A fake clock: each reading moves 1 s, and each pause (run on every reading) waits 100 s: a
+    # 60 s deadline would pass at the second reading if the waits counted.
+    now = [0.0]
+    pauses = []
+
+    def clock() -> float:
+        now[0] += 1.0
+        return now[0]
+
+    def pause() -> float:
+        now[0] += 100.0
+        pauses.append(now[0])
+        return 100.0
+
+    result = computer(clock=clock).compute(USER, pause=pause)
+
+    assert len(pauses) >= 4  # between the stages and at every walk round
+    assert Fallback.RANKER_TIMEOUT_CF not in result.fallbacks
+    assert result.items == computer().compute(USER).items  # the same feed, paused or not
+    assert result.timings_ms["total"] < 60_000  # 1 s per reading, not 100 s per pause
+
+
 def test_graph_store_down_serves_cached_preferences() -> None:
     before = fallback_count(Fallback.CACHED_PREFERENCES)
     result = computer(FakeGraph(down=True), size=3).compute(USER, served={"pref1"})

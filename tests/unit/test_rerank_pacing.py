@@ -66,3 +66,11 @@ def test_while_the_stage_is_behind_re_ranks_take_the_smaller_share() -> None:
     stage.behind = True  # a batch's oldest record waited past behind_s
     _busy(0.03)
     assert 0.1 <= _timed(pacer) < 0.5  # 30 ms of feed, 120 ms of pause: a fifth
+
+
+def test_within_a_re_rank_the_pause_waits_while_a_batch_is_processed() -> None:
+    stage = _stage(1.0)
+    assert stage._rerank_pause() == 0.0  # no batch: no wait
+    stage._between_batches.clear()
+    threading.Timer(0.15, stage._between_batches.set).start()
+    assert 0.1 <= stage._rerank_pause() < 2.0  # returns what it waited
