@@ -131,7 +131,7 @@ class Settings(BaseSettings):
                                    description="pins lifted per engagement by a live feed patch "
                                                "(0: feeds change only at the full refresh)")
     feed_live_announce_interval_s: float = Field(
-        default=5.0, gt=0, le=3600,
+        default=30.0, gt=0, le=3600,
         description="at most one announcement of a live-patched feed on feeds.updated.v1 per user "
                     "per interval (each is the whole feed; full re-ranks are announced apart)")
 

@@ -277,6 +277,16 @@ def worker_metrics(metrics_port: int) -> str:
     return httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
 
 
+def wait_backlog_done(metrics_port: int, cap_s: float) -> float:
+    """Seconds until the worker owes no re-rank (`pinstream_feed_rerank_backlog` 0), at most `cap_s`."""
+    started = time.monotonic()
+    while time.monotonic() - started < cap_s:
+        if _samples(worker_metrics(metrics_port)).get(("pinstream_feed_rerank_backlog", "", ""), 0.0) == 0:
+            break
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
 def by_label(text: str, sample: str, label: str) -> dict[str, float]:
     """Values of one sample (`name`, `name_sum`, ...) by the value of `label`."""
     return {found.labels[label]: found.value for family in text_string_to_metric_families(text)
@@ -378,6 +388,8 @@ def run_feed_bench(workdir: Path, *, rates: Sequence[float], duration_s: float, 
             # Caught up (offsets committed to the end) before the clock starts, then quiet.
             wait_caught_up(worker.settings, {worker.settings.graph_group_id:
                                              [worker.settings.topic(PINS_INTERACTIONS.name)]}, 300)
+            # and every re-rank the warm-up owes is done: a phase measures its own work only
+            wait_backlog_done(metrics_port, 300)
             follower.wait_quiet(300)
             for rate in rates:
                 phase = RatePhase(rate, duration_s)
