@@ -374,7 +374,8 @@ class FixedComputer(FeedComputer):
     def __init__(self) -> None:
         pass
 
-    def compute(self, user_id: str, *, served: object = (), hidden: object = ()) -> FeedResult:
+    def compute(self, user_id: str, *, served: object = (), hidden: object = (),
+                pause: object = None) -> FeedResult:
         return FeedResult(user_id, (FeedItem("p1", 0.9, "walk"), FeedItem("p2", 0.5, "walk")), "m")
 
 
