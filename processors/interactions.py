@@ -66,7 +66,8 @@ LIVE_ANNOUNCEMENTS = Counter(
 INTERACTION_BATCHES = Histogram(
     "pinstream_interaction_batch_seconds",
     "Interaction batches by phase: wait (oldest record's Kafka timestamp to the batch's start), "
-    "graph (HBase read, apply), deltas, cache (Redis: stale marks, trending, hides), patch "
+    "graph (HBase read, apply), deltas, cache (Redis: stale marks, trending, hides; beside the "
+    "deltas: what is left of it), patch "
     "(live feed patches), flush (HBase write, beside cache and patch: what is left of it), settle "
     "(every record produced acknowledged), process (all of it).", ["phase"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=REGISTRY,
@@ -88,6 +89,14 @@ _RERANK_PAUSE_MAX_S = 1.0
 _PATCH_QUEUE_BATCHES = 8  # batches of planned live patches waiting for Redis
 _LIVE_ANNOUNCE_MAX = 100  # live-patched feeds read back and announced per round
 _RECOVER_LIMIT = 100_000  # stale users taken over at start (bounded; the rest on the next start)
+
+
+async def _finish(*tasks: asyncio.Task[object] | None) -> None:
+    """Wait for these tasks, their errors dropped (the batch fails with its own)."""
+    for task in tasks:
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await task
 
 
 class _PhaseClock:
@@ -213,18 +222,24 @@ class InteractionStage:
         clock = _PhaseClock()
         batch = await self._apply_graph(events, positions, consumed, records, report)
         clock.lap("graph")
-        # The HBase write runs beside the Redis work: live patches read the applied rows from
-        # the cache, and the batch is acknowledged only after both (and the deltas) are done.
-        flushed = None
-        if batch is not None:
-            flushed = asyncio.create_task(self._flush_graph(consumed, records, report))
-            report.applied = batch.applied
-            for delta in batch.deltas:
-                self.producer.send_event(GRAPH_EDGES, delta.src, delta)
-            report.deltas = len(batch.deltas)
-        clock.lap("deltas")
+        # The HBase write and the batch's Redis call (stale marks, written once the graph is
+        # applied, trending, hides) run beside the deltas' encoding: live patches read the applied
+        # rows from the cache, and the batch is acknowledged only after all of them are done.
         interactions = [e for e in events if isinstance(e, PinInteraction)]
-        cached = await self._update_cache(interactions, report)
+        caching = asyncio.create_task(self._update_cache(interactions, report))
+        flushed = None
+        try:
+            if batch is not None:
+                flushed = asyncio.create_task(self._flush_graph(consumed, records, report))
+                report.applied = batch.applied
+                for delta in batch.deltas:
+                    self.producer.send_event(GRAPH_EDGES, delta.src, delta)
+                report.deltas = len(batch.deltas)
+        except BaseException:
+            await _finish(caching, flushed)  # no task outlives its batch
+            raise
+        clock.lap("deltas")
+        cached = await caching
         clock.lap("cache")
         # Patches after the batch's own Redis work: planned first, they ran beside it and made
         # batches slower (feed bench, 3 runs each at 1,000/s: live p50 0.5-3.6 s against 0.2-0.7 s).

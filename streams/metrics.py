@@ -9,13 +9,23 @@ import gc
 import logging
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# process_cpu_seconds_total, process_resident_memory_bytes, open file descriptors: what a
+# process costs (`pinstream bench feed` divides the worker's CPU seconds by the interactions).
+ProcessCollector(registry=REGISTRY)
 
 PRODUCED = Counter(
     "pinstream_produced_total", "Records acknowledged by Kafka.", ["topic"], registry=REGISTRY

@@ -310,8 +310,12 @@ def batch_means(before: str, after: str) -> dict[str, float]:
         return now.get(key, 0.0) - then.get(key, 0.0)
 
     batches = delta("pinstream_interaction_batch_records_count")
-    out = {"batches": batches,
-           "records_mean": delta("pinstream_interaction_batch_records_sum") / batches if batches else 0.0}
+    records = delta("pinstream_interaction_batch_records_sum")
+    out = {"batches": batches, "records_mean": records / batches if batches else 0.0}
+    # The worker's CPU (every thread) per interaction it took in, over the same window.
+    cpu = delta("process_cpu_seconds_total")
+    out["cpu_s"] = cpu
+    out["cpu_us_per_record"] = 1e6 * cpu / records if records else 0.0
     # Full collections stop every thread: their count and mean pause in the same window.
     collections = delta("pinstream_gc_pause_seconds_count", "generation", "2")
     paused = delta("pinstream_gc_pause_seconds_sum", "generation", "2")

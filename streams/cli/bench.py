@@ -509,7 +509,9 @@ def feed(rates: str, duration: float, users: int, warmup: int, reads: int, refre
             screen.print(f"{phase.rate:,.0f}/s: {phase.batches['batches']:,.0f} interaction batches, "
                          f"{phase.batches['records_mean']:.0f} records each; mean ms: {timings}; "
                          f"{phase.batches['gc_full']:.0f} full GCs, "
-                         f"{phase.batches['gc_full_pause_ms']:.0f} ms each")
+                         f"{phase.batches['gc_full_pause_ms']:.0f} ms each; worker CPU "
+                         f"{phase.batches.get('cpu_s', 0.0):.1f} s, "
+                         f"{phase.batches.get('cpu_us_per_record', 0.0):.0f} us per interaction")
     for phase in result.phases:
         figures = phase.to_json()
         # The SLO is the feed in Redis: live patches where they land (the announcements of

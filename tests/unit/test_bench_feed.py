@@ -95,6 +95,7 @@ def test_batch_means_are_the_difference_between_two_scrapes() -> None:
             f"pinstream_interaction_batch_records_sum {records}",
             f'pinstream_gc_pause_seconds_count{{generation="2"}} {gc_full}',
             f'pinstream_gc_pause_seconds_sum{{generation="2"}} {gc_s}',
+            f"process_cpu_seconds_total {batches / 10}",
         ]) + "\n"
 
     means = batch_means(scrape(10, 500, 1.0, 1, 0.3), scrape(30, 2500, 2.0, 3, 0.4))
@@ -103,6 +104,8 @@ def test_batch_means_are_the_difference_between_two_scrapes() -> None:
     assert means["graph_ms"] == pytest.approx(50.0)
     assert means["gc_full"] == 2
     assert means["gc_full_pause_ms"] == pytest.approx(50.0)
+    assert means["cpu_s"] == pytest.approx(2.0)  # 3.0 - 1.0 s over 2,000 records
+    assert means["cpu_us_per_record"] == pytest.approx(1000.0)
 
 
 def test_histogram_quantiles_interpolate_within_the_bucket_between_two_scrapes() -> None:
