@@ -1,5 +1,6 @@
 """The interaction stage's own Kafka consumer: pins.interactions.v1 and pins.created.v1 in batches
-through a confluent-kafka consumer group of its own, committed after each batch is done.
+through a confluent-kafka consumer group of its own, committed (asynchronously) after each batch
+is done.
 
 Not a faust agent: librdkafka keeps fetching in its own threads while a batch is processed, so the
 next batch is whatever queued meanwhile (large under load, one record when idle), and no per-record
@@ -74,7 +75,10 @@ class InteractionConsumer:
         self.retries = 0
         self.seeded: dict[tuple[str, int], int] = {}
         self.assigned = 0  # partitions held now (kept by the rebalance callbacks)
-        self._consumer = Consumer(settings.kafka_consumer(self.group_id))
+        # Offsets are committed asynchronously (a round trip per batch left the stage idle for
+        # it); the last ones again synchronously when the loop ends.
+        self._done: dict[tuple[str, int], int] = {}
+        self._consumer = Consumer(settings.kafka_consumer(self.group_id, on_commit=_log_failed_commit))
         self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         self._stopping = asyncio.Event()
 
@@ -89,7 +93,7 @@ class InteractionConsumer:
                 if messages:
                     await self._handle(messages)
         finally:
-            await asyncio.to_thread(self._consumer.close)
+            await asyncio.to_thread(self._close)
 
     def health(self) -> dict[str, Any]:
         """For the worker's /healthz: the group, partitions held, and what was processed."""
@@ -123,7 +127,7 @@ class InteractionConsumer:
                     return
         self.batches += 1
         self.records += len(records)
-        await asyncio.to_thread(self._commit, _next_offsets(records))
+        self._commit(_next_offsets(records))
 
     def _fetch(self) -> list[Message]:
         """What has queued (up to max_batch); when nothing has, wait up to _POLL_S for the first
@@ -146,14 +150,29 @@ class InteractionConsumer:
             log.warning("interaction consumer: %s", err.str())
         return False
 
-    def _commit(self, offsets: list[TopicPartition]) -> None:
+    def _commit(self, offsets: list[TopicPartition], *, wait: bool = False) -> None:
+        """Commit past a finished batch: queued (the outcome reaches `_log_failed_commit`), or,
+        with `wait`, in a round trip."""
+        for tp in offsets:
+            self._done[(tp.topic, tp.partition)] = tp.offset
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+            if wait:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+            else:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as exc:
             # Not fatal: the batch is done and idempotent; whoever owns the partitions next takes
             # it again from the last commit that landed (after a rebalance, say).
             log.warning("interaction consumer: commit failed, the batch may be taken again: %s",
                         exc.args[0].str() if exc.args else exc)
+
+    def _close(self) -> None:
+        """Commit every finished batch once more, waiting (a queued commit may not have landed),
+        then leave the group."""
+        if self._done:
+            self._commit([TopicPartition(topic, partition, offset)
+                          for (topic, partition), offset in self._done.items()], wait=True)
+        self._consumer.close()
 
     # --- rebalances (called inside the fetch call) ------------------------------------------------
 
@@ -191,6 +210,14 @@ class InteractionConsumer:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned = 0
+        # The revoked partitions' finished batches, committed before the next owner starts (a
+        # queued commit might land after it): then forgotten, never committed from here again.
+        handed = [TopicPartition(tp.topic, tp.partition, self._done.pop((tp.topic, tp.partition)))
+                  for tp in partitions if (tp.topic, tp.partition) in self._done]
+        if handed:
+            self._commit(handed, wait=True)
+            for tp in handed:
+                self._done.pop((tp.topic, tp.partition), None)
         for tp in partitions:
             self.stage.forget_partition(f"{tp.topic}/{tp.partition}")
 
@@ -202,3 +229,11 @@ def _next_offsets(records: Sequence[RawRecord]) -> list[TopicPartition]:
         key = (record.topic, record.partition)
         last[key] = max(last.get(key, -1), record.offset)
     return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
+
+
+def _log_failed_commit(err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    """librdkafka's outcome of a queued commit: a failure only means the batches after the last
+    commit that landed are taken again by whoever owns the partitions next (idempotent)."""
+    if err is not None:
+        log.warning("interaction consumer: commit of %d partitions failed, batches may be taken "
+                    "again: %s", len(partitions), err.str())
