@@ -232,6 +232,10 @@ class InteractionStage:
             if batch is not None:
                 flushed = asyncio.create_task(self._flush_graph(consumed, records, report))
                 report.applied = batch.applied
+            # Let both tasks start (hand their store calls to threads) before the deltas' loop,
+            # which does not yield: created tasks only run at the batch's next await.
+            await asyncio.sleep(0)
+            if batch is not None:
                 for delta in batch.deltas:
                     self.producer.send_event(GRAPH_EDGES, delta.src, delta)
                 report.deltas = len(batch.deltas)
