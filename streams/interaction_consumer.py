@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -61,7 +61,8 @@ class InteractionConsumer:
 
     def __init__(self, settings: Settings, stage: BatchStage, *, max_batch: int = MAX_BATCH,
                  linger_s: float | None = None, backoff: Backoff | None = None,
-                 group_id: str | None = None, legacy_group: str | None = None) -> None:
+                 group_id: str | None = None, legacy_group: str | None = None,
+                 consumer_config: Mapping[str, Any] | None = None) -> None:
         self.settings = settings
         self.stage = stage
         self.max_batch = max_batch
@@ -78,7 +79,8 @@ class InteractionConsumer:
         # Offsets are committed asynchronously (a round trip per batch left the stage idle for
         # it); the last ones again synchronously when the loop ends.
         self._done: dict[tuple[str, int], int] = {}
-        self._consumer = Consumer(settings.kafka_consumer(self.group_id, on_commit=_log_failed_commit))
+        self._consumer = Consumer(settings.kafka_consumer(self.group_id, on_commit=_log_failed_commit,
+                                                          **(consumer_config or {})))
         self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         self._stopping = asyncio.Event()
 

@@ -154,3 +154,36 @@ def test_partitions_that_go_to_another_consumer_are_forgotten_by_the_stage(kafka
     interactions = kafka_settings.topic(PINS_INTERACTIONS.name)
     assert any(stream.startswith(f"{interactions}/") for stream in first.forgotten)
     assert not second.done  # everything was committed by the first before the second joined
+
+
+def test_a_batch_held_past_the_poll_interval_is_processed_and_the_consumer_rejoins(
+        kafka_settings: Settings) -> None:
+    # A batch held longer than max.poll.interval.ms (a store down for minutes, say) makes
+    # librdkafka leave the group. The loop must finish the batch, rejoin on its next fetch and go
+    # on; whatever the commit of the held batch did, every record ends up processed and the
+    # group's lag reaches 0 (a batch taken again is harmless: the stage is idempotent).
+    _interact(kafka_settings, 30, "held")
+    group = kafka_settings.graph_group_id
+
+    async def scenario() -> tuple[RecordingStage, bool]:
+        stage = RecordingStage()
+        stage.gate.clear()
+        consumer = InteractionConsumer(
+            kafka_settings, stage, backoff=FixedBackoff(0.05),
+            consumer_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
+                             "max.poll.interval.ms": 7000})
+        task = asyncio.create_task(consumer.run())
+        await asyncio.wait_for(stage.holding.wait(), 30)
+        await asyncio.sleep(10)  # past max.poll.interval.ms: the consumer has left its group
+        stage.gate.set()
+        await asyncio.to_thread(_interact, kafka_settings, 10, "after")  # taken in after rejoining
+        await _until(lambda: len(stage.positions()) == 40, 60)
+        await _until(lambda: _lag(kafka_settings, group) == 0, 60)
+        alive = not task.done()
+        consumer.stop()
+        await asyncio.wait_for(task, 30)
+        return stage, alive
+
+    stage, alive = asyncio.run(scenario())
+    assert alive  # the loop went on after the group let it go
+    assert len(stage.positions()) == 40 and len(stage.done) >= 40
