@@ -485,7 +485,7 @@ class InteractionStage:
             if started and share < 1.0:
                 spent = time.perf_counter() - started[0]
                 time.sleep(min(spent * (1.0 / share - 1.0), _RERANK_PAUSE_MAX_S))
-            self._between_batches.wait(_RERANK_YIELD_MAX_S)
+            self._rerank_pause()
             started[:] = [time.perf_counter()]
 
         return before_each

@@ -118,23 +118,6 @@ end
 return redis.call('ZCARD', KEYS[1])
 """
 _FEED_PATCH_SHA1 = hashlib.sha1(_FEED_PATCH.encode(), usedforsecurity=False).hexdigest()
-# A cached feed and its reasons from one moment: pin, score, reason, ... (best first); false if none.
-_FEED_READ = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local ranked = redis.call('ZREVRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-if #ranked == 0 then return {} end
-local members = {}
-for j = 1, #ranked, 2 do members[#members + 1] = ranked[j] end
-local reasons = redis.call('HMGET', KEYS[2], unpack(members))
-local out = {}
-for j = 1, #members do
-  out[#out + 1] = members[j]
-  out[#out + 1] = ranked[2 * j]
-  out[#out + 1] = reasons[j] or ''
-end
-return out
-"""
-_FEED_READ_SHA1 = hashlib.sha1(_FEED_READ.encode(), usedforsecurity=False).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,18 +231,7 @@ class FeedCache:
             return []
         end = -1 if count is None else offset + count - 1
 
-        def read(conn: Client) -> list[FeedItem] | None:
-            pipe = conn.pipeline(transaction=True)  # the set and its reasons from one moment
-            pipe.exists(self.feed_key(user_id))
-            pipe.zrevrange(self.feed_key(user_id), offset, end, withscores=True)
-            pipe.hgetall(self.reasons_key(user_id))
-            exists, ranked, reasons = pipe.execute()
-            if not exists:
-                return None
-            return [FeedItem(pin.decode(), float(score), reasons.get(pin, b"").decode())
-                    for pin, score in ranked]
-
-        return self._call("read_feed", read)
+        return self._call("read_feed", lambda conn: self._read_feeds(conn, [user_id], offset, end)[0])
 
     def patch_feeds(self, patches: Sequence[FeedPatch]) -> list[int | None]:
         """Apply live patches in order, one atomic script call each, all in one pipeline; returns
@@ -276,12 +248,27 @@ class FeedCache:
         return [None if reply is None else int(reply) for reply in replies]
 
     def read_feeds(self, users: Sequence[str]) -> list[list[FeedItem] | None]:
-        """Each user's whole cached feed (best first, each feed read atomically), None where none
-        is cached; all in one pipeline."""
-        calls: list[tuple[tuple[str, ...], Sequence[str | float | int]]] = [
-            ((self.feed_key(user), self.reasons_key(user)), ()) for user in users]
-        replies = self._call("read_feeds", lambda conn: _run_script(conn, _FEED_READ, _FEED_READ_SHA1, calls))
-        return [None if reply is None else _feed_items(reply) for reply in replies]
+        """Each user's whole cached feed (best first), None where none is cached; one round trip."""
+        if not users:
+            return []
+        return self._call("read_feeds", lambda conn: self._read_feeds(conn, users, 0, -1))
+
+    def _read_feeds(self, conn: Client, users: Sequence[str], start: int, end: int
+                    ) -> list[list[FeedItem] | None]:
+        """Items `start`..`end` of each user's feed, with their reasons, all in one MULTI/EXEC:
+        each set and its reasons from one moment."""
+        pipe = conn.pipeline(transaction=True)
+        for user in users:
+            pipe.exists(self.feed_key(user))
+            pipe.zrevrange(self.feed_key(user), start, end, withscores=True)
+            pipe.hgetall(self.reasons_key(user))
+        replies = pipe.execute()
+        feeds: list[list[FeedItem] | None] = []
+        for i in range(0, len(replies), 3):
+            exists, ranked, reasons = replies[i:i + 3]
+            feeds.append([FeedItem(pin.decode(), float(score), reasons.get(pin, b"").decode())
+                          for pin, score in ranked] if exists else None)
+        return feeds
 
     def remove_pin(self, user_id: str, pin_id: str) -> bool:
         """Drop a hidden or deleted pin from the user's cached feed and preferences now; True if
@@ -433,11 +420,6 @@ def _run_script(conn: Client, script: str, sha1: str,
         except redis.exceptions.NoScriptError:
             continue
     raise redis.exceptions.NoScriptError("script not loaded")
-
-
-def _feed_items(reply: Sequence[bytes]) -> list[FeedItem]:
-    return [FeedItem(reply[i].decode(), float(reply[i + 1]), reply[i + 2].decode())
-            for i in range(0, len(reply), 3)]
 
 
 def _decoded(ranked: Any) -> list[tuple[str, float]]:

@@ -129,7 +129,10 @@ class InteractionConsumer:
                     return
         self.batches += 1
         self.records += len(records)
-        self._commit(_next_offsets(records))
+        offsets = _next_offsets(records)
+        for tp in offsets:
+            self._done[(tp.topic, tp.partition)] = tp.offset
+        self._commit(offsets)
 
     def _fetch(self) -> list[Message]:
         """What has queued (up to max_batch); when nothing has, wait up to _POLL_S for the first
@@ -153,10 +156,8 @@ class InteractionConsumer:
         return False
 
     def _commit(self, offsets: list[TopicPartition], *, wait: bool = False) -> None:
-        """Commit past a finished batch: queued (the outcome reaches `_log_failed_commit`), or,
+        """Commit past finished batches: queued (the outcome reaches `_log_failed_commit`), or,
         with `wait`, in a round trip."""
-        for tp in offsets:
-            self._done[(tp.topic, tp.partition)] = tp.offset
         try:
             if wait:
                 self._consumer.commit(offsets=offsets, asynchronous=False)
@@ -218,8 +219,6 @@ class InteractionConsumer:
                   for tp in partitions if (tp.topic, tp.partition) in self._done]
         if handed:
             self._commit(handed, wait=True)
-            for tp in handed:
-                self._done.pop((tp.topic, tp.partition), None)
         for tp in partitions:
             self.stage.forget_partition(f"{tp.topic}/{tp.partition}")
 

@@ -16,6 +16,7 @@ each rate (percentiles exact to the bucket).
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import threading
@@ -359,8 +360,11 @@ def histogram_quantiles(before: str, after: str, name: str,
     return out
 
 
+@functools.lru_cache(maxsize=4)
 def _samples(text: str) -> dict[tuple[str, str, str], float]:
-    """Every sample of a scrape with at most one label, by (name, label, label value)."""
+    """Every sample of a scrape with at most one label, by (name, label, label value); each
+    scrape parsed once (the phase's two scrapes serve the batch means and the live quantiles;
+    callers only read the dict)."""
     out: dict[tuple[str, str, str], float] = {}
     for family in text_string_to_metric_families(text):
         for found in family.samples:

@@ -266,13 +266,12 @@ def test_a_live_patch_removes_lifts_and_trims_the_feed(cache: FeedCache, raw: re
     assert 0 < raw.pttl(cache.feed_key("u1")) <= ttl_before  # a patch does not extend the TTL
 
 
-def test_live_patch_and_feed_read_scripts_reload_after_a_script_flush(
+def test_a_live_patch_reloads_its_script_after_a_script_flush(
         cache: FeedCache, raw: redis.Redis) -> None:
     cache.write_feeds([feed("u1", ["a", "b"])])
     raw.script_flush()
 
     patched = cache.patch_feeds([FeedPatch("u1", lift=(("c", 0.25, "live:a"),))])
-    raw.script_flush()
     feeds = cache.read_feeds(["u1"])
 
     assert patched == [3]
