@@ -22,6 +22,8 @@ from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate
 
+from streams.avro_readers import EventReader, compile_event_reader
+from streams.avro_writers import RecordWriter, compile_writer
 from streams.contracts import ContractSet, SchemaVersion, contracts
 from streams.errors import ContractError, FramingError, UnknownSchemaError
 from streams.events import EVENT_TYPES, Event
@@ -58,6 +60,8 @@ class AvroCodec:
         self._contracts = contract_set or contracts()
         self._registry = registry
         self._latest = {name: self._contracts.latest(name) for name in self._contracts.names()}
+        self._writers: dict[str, RecordWriter | None] = {
+            name: compile_writer(version.raw) for name, version in self._latest.items()}
         self._headers: dict[str, bytes] = {}
         # Everything decoding needs per fingerprint, looked up once per message:
         # fingerprint -> (contract name, writer version, writer schema, reader schema or None).
@@ -65,6 +69,12 @@ class AvroCodec:
             fp: (v.name, v.version, v.parsed, None if latest is v else latest.parsed)
             for fp, v in self._contracts.by_fingerprint.items()
             if (latest := self._latest.get(v.name)) is not None
+        }
+        # fingerprint of a latest version -> its compiled event reader (the hot decode path)
+        self._event_readers: dict[bytes, EventReader] = {
+            version.fingerprint: reader for name, version in self._latest.items()
+            if name in EVENT_TYPES
+            and (reader := compile_event_reader(version.raw, EVENT_TYPES[name])) is not None
         }
         # registry id -> (contract name, writer schema, reader schema or None); filled on first sight
         self._registry_writers: dict[int, tuple[str, Any, Any]] = {}
@@ -93,8 +103,15 @@ class AvroCodec:
         schema = self._latest.get(name)
         if schema is None:
             raise UnknownSchemaError(f"no contract named {name!r}", reason="unknown_contract")
+        header = self._header(schema)
+        writer = self._writers.get(name)
+        if writer is not None:
+            try:
+                return header + writer(record)
+            except Exception:  # a value it does not know: fastavro decides below
+                pass
         buffer = io.BytesIO()
-        buffer.write(self._header(schema))
+        buffer.write(header)
         try:
             schemaless_writer(buffer, schema.parsed, record)
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
@@ -125,6 +142,13 @@ class AvroCodec:
         )
 
     def decode_event(self, data: bytes) -> Event:
+        if type(data) is bytes and data[:2] == SINGLE_OBJECT_MAGIC:
+            reader = self._event_readers.get(data[2:_SINGLE_OBJECT_HEADER])
+            if reader is not None:
+                try:
+                    return reader(data, _SINGLE_OBJECT_HEADER)
+                except Exception:  # anything unusual: the generic path names it
+                    pass
         decoded = self.decode(data)
         return EVENT_TYPES[decoded.name].from_record(decoded.record)
 

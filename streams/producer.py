@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -88,25 +89,26 @@ class EventProducer:
                  headers: Headers = (), partition: int | None = None,
                  timestamp_ms: int | None = None, context: object = None) -> None:
         """Queue already-encoded bytes (replay, dead letters). Blocks while the queue is full."""
-        started = time.perf_counter()
-
-        def report(err: KafkaError | None, msg: Message) -> None:
-            self._report(topic, key, err, msg, time.perf_counter() - started, context)
-
-        # librdkafka treats partition -1 as "let the partitioner choose" and timestamp 0 as "now".
-        header_list: list[tuple[str, str | bytes | None]] = list(headers)
-        deadline = time.monotonic() + _QUEUE_FULL_WAIT_S
+        # One bound method serves every report without a context: no closure per record (graph
+        # deltas are sent by the thousand per batch). librdkafka times each record itself.
+        report = self._report if context is None else partial(self._report, context=context)
+        options: dict[str, Any] = {"on_delivery": report}
+        if headers:
+            options["headers"] = list(headers)
+        if partition is not None:
+            options["partition"] = partition
+        if timestamp_ms:
+            options["timestamp"] = timestamp_ms
+        deadline: float | None = None
         while True:
             try:
-                self._producer.produce(
-                    topic, value=value, key=key, headers=header_list, on_delivery=report,
-                    partition=-1 if partition is None else partition,
-                    timestamp=timestamp_ms or 0,
-                )
+                self._producer.produce(topic, value, key, **options)
                 break
             except BufferError:
                 # Bounded local queue is full: serve delivery reports until there is room.
-                if time.monotonic() > deadline:
+                if deadline is None:
+                    deadline = time.monotonic() + _QUEUE_FULL_WAIT_S
+                elif time.monotonic() > deadline:
                     raise DeliveryError(
                         f"producer queue full for {_QUEUE_FULL_WAIT_S:.0f}s: is Kafka at "
                         f"{self.settings.bootstrap_servers} reachable?",
@@ -118,8 +120,9 @@ class EventProducer:
                                     key=key, retriable=False) from exc
         self._producer.poll(0)
 
-    def _report(self, topic: str, key: bytes | None, err: KafkaError | None, msg: Message,
-                latency_s: float, context: object) -> None:
+    def _report(self, err: KafkaError | None, msg: Message, context: object = None) -> None:
+        topic = msg.topic() or ""
+        latency_s = msg.latency() or 0.0
         if err is None:
             self.delivered += 1
             children = self._topic_metrics.get(topic)
@@ -128,12 +131,14 @@ class EventProducer:
                 self._topic_metrics[topic] = children
             children[0].inc()
             children[1].observe(latency_s)
-            report = DeliveryReport(topic, key, msg.partition(), msg.offset(), None, False,
+            if self._on_delivery is None:
+                return  # nobody listens: no report to build
+            report = DeliveryReport(topic, msg.key(), msg.partition(), msg.offset(), None, False,
                                     latency_s, context)
         else:
             self.failed += 1
             metrics.PRODUCE_FAILED.labels(topic, err.name()).inc()
-            report = DeliveryReport(topic, key, None, None, f"{err.name()}: {err.str()}",
+            report = DeliveryReport(topic, msg.key(), None, None, f"{err.name()}: {err.str()}",
                                     err.retriable(), latency_s, context)
             self.recent_failures.append(report)
             log.warning("delivery to %s failed: %s", topic, report.error)
