@@ -27,6 +27,7 @@ from streams.consumer import raw_record
 from streams.deadletter import RawRecord
 from streams.errors import ContractError, ProcessingError
 from streams.events import PinEmbedding, Stage
+from streams.kafka_errors import usable
 from streams.offsets import partitions_of, plain_consumer, watermarks
 from streams.registry import build_codec
 from streams.settings import Settings
@@ -275,7 +276,7 @@ def _catch_up(consumer: Consumer, topic: str, index: VectorIndex, report: Catchu
     while active:
         msg = consumer.poll(0.5)
         now = time.monotonic()
-        if msg is None or msg.error() is not None:
+        if msg is None or not usable(msg, consumer="index catch-up"):
             _retire_passed(consumer, topic, active)
             if now - last_read > _STALL_LIMIT_S and active:
                 raise ProcessingError(f"index catch-up stalled: nothing read from {topic} for "

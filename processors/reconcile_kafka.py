@@ -17,6 +17,7 @@ from processors.reconcile import Partition, Reconciler
 from streams.consumer import raw_record
 from streams.deadletter import RawRecord
 from streams.errors import DeliveryError, PinstreamError
+from streams.kafka_errors import usable
 from streams.settings import Settings
 from streams.topics import RECONCILIATION
 
@@ -71,17 +72,8 @@ class ReconciliationSource:
     def fetch(self, timeout: float) -> list[RawRecord]:
         records = []
         for msg in self._consumer.consume(_FETCH, timeout):
-            err = msg.error()
-            if err is None:
+            if usable(msg, consumer="reconciliation consumer"):
                 records.append(raw_record(msg))
-            elif err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                raise PinstreamError(f"topic {self.topic} not found: run `pinstream topics apply` "
-                                     "(with the same PINSTREAM_TOPIC_PREFIX)")
-            elif err.fatal():
-                raise PinstreamError(f"reconciliation consumer: {err.str()}")
-            elif err.code() != KafkaError._PARTITION_EOF:
-                # The broker away (transport, all brokers down): librdkafka reconnects by itself.
-                log.warning("consumer error, going on: %s", err.str())
         return records
 
     def pause_only(self, full: set[Partition]) -> None:

@@ -22,6 +22,7 @@ from streams.codec import AvroCodec
 from streams.deadletter import DeadLetterWriter, RawRecord
 from streams.errors import ContractError, PinstreamError
 from streams.events import ConsumedRecord
+from streams.kafka_errors import usable
 from streams.producer import EventProducer
 from streams.registry import build_codec
 from streams.settings import Settings
@@ -111,13 +112,7 @@ class EventConsumer:
             if not self._buffer:
                 return None
             msg = self._buffer.popleft()
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                if err.fatal() or not err.retriable():
-                    raise PinstreamError(f"consumer error on {msg.topic()}: {err.str()}")
-                log.warning("transient consumer error: %s", err.str())
+            if not usable(msg, consumer="consumer"):
                 continue
             record = self._decode(msg)
             if record is not None:

@@ -24,6 +24,7 @@ from streams.consumer import raw_record
 from streams.deadletter import RawRecord
 from streams.errors import PinstreamError
 from streams.groups import committed_offsets
+from streams.kafka_errors import usable
 from streams.metrics import REGISTRY
 from streams.settings import Settings
 from streams.topics import PINS_CREATED, PINS_INTERACTIONS
@@ -143,17 +144,7 @@ class InteractionConsumer:
             if first is None:
                 return []
             messages = [first, *self._consumer.consume(self.max_batch - 1, self.linger_s)]
-        return [m for m in messages if self._usable(m)]
-
-    def _usable(self, message: Message) -> bool:
-        err = message.error()
-        if err is None:
-            return True
-        if err.fatal():
-            raise PinstreamError(f"interaction consumer: fatal Kafka error: {err.str()}")
-        if err.code() != KafkaError._PARTITION_EOF:
-            log.warning("interaction consumer: %s", err.str())
-        return False
+        return [m for m in messages if usable(m, consumer="interaction consumer")]
 
     def _commit(self, offsets: list[TopicPartition], *, wait: bool = False) -> None:
         """Commit past finished batches: queued (the outcome reaches `_log_failed_commit`), or,
