@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from streams.consumer import EventConsumer
-from streams.errors import RateLimitedError
+from streams.errors import PinstreamError, RateLimitedError
 from streams.events import InteractionAction, PinCreated, PinInteraction
 from streams.producer import DeliveryReport, EventProducer, PinProducer
 from streams.ratelimit import RateLimiter
@@ -159,3 +159,12 @@ def test_sasl_settings_reach_producer_and_consumer(kafka_settings: Settings) -> 
     assert producer.flush(5) == 1  # never acknowledged: authentication refused
     producer.events.purge()
     assert producer.events.delivered == 0 and producer.events.failed == 1
+
+
+def test_a_consumer_of_a_topic_that_does_not_exist_says_how_to_create_it(kafka_settings: Settings) -> None:
+    missing = kafka_settings.topic(f"missing-{uuid.uuid4().hex[:8]}")
+    with (EventConsumer(kafka_settings, [missing], group_id=f"g-{uuid.uuid4()}") as consumer,
+          pytest.raises(PinstreamError, match="topics apply") as error):
+        for _ in range(15):  # librdkafka reports the missing topic after its first metadata
+            consumer.poll(1.0)
+    assert missing in str(error.value)
