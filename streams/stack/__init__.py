@@ -11,7 +11,7 @@ with its ZooKeeper and region server) and thrift (9090, what happybase talks to)
 
 from __future__ import annotations
 
-from streams.stack.manager import SERVICES, down, logs, status, up
+from streams.stack.manager import SERVICES, ages, down, logs, status, up
 from streams.stack.model import Action, ServiceChange, ServiceState, ServiceStatus
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "ServiceChange",
     "ServiceState",
     "ServiceStatus",
+    "ages",
     "down",
     "logs",
     "status",

@@ -29,6 +29,7 @@ from streams.stack.process import (
     owned_pid,
     port_open,
     port_owner,
+    process_age_s,
     read_pid,
     remove_pid,
     spawn,
@@ -282,6 +283,17 @@ def status(
     """The state of each named service (all by default), checked by a protocol round trip."""
     layout = layout_for(settings or get_settings())
     return tuple(service_status(SPECS[name], layout) for name in select(services))
+
+
+def ages(settings: Settings | None = None) -> dict[str, float]:
+    """Seconds since each running service of the local stack started (services this stack did not
+    start, e.g. external ones, are left out)."""
+    out: dict[str, float] = {}
+    for item in status(settings=settings):
+        age = process_age_s(item.pid) if item.pid is not None else None
+        if age is not None and item.state is ServiceState.RUNNING:
+            out[item.name] = round(age, 1)
+    return out
 
 
 def logs(service: str, settings: Settings | None = None, lines: int = LOG_TAIL_LINES) -> str:

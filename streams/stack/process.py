@@ -110,6 +110,19 @@ def is_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+def process_age_s(pid: int) -> float | None:
+    """Seconds since `pid` started (from /proc), or None when it is gone or /proc cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError):
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    # Field 22 of stat (the 20th after the name and state): start time in clock ticks since boot.
+    started_ticks = int(fields[19])
+    return max(0.0, uptime_s - started_ticks / os.sysconf("SC_CLK_TCK"))
+
+
 def owned_pid(pid_file: Path, marker: str) -> int | None:
     """The pid in `pid_file` if that process is alive and is ours (its command line has `marker`)."""
     pid = read_pid(pid_file)

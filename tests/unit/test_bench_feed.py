@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from processors.interactions import RefreshPlan
 from streams.bench.feed import (
     READ_PATHS,
+    YOUNG_HBASE_S,
     FeedBenchResult,
     RatePhase,
     batch_means,
@@ -124,3 +125,10 @@ def test_histogram_quantiles_interpolate_within_the_bucket_between_two_scrapes()
                                 "pinstream_feed_live_lag_seconds")
     assert worst["p99"] == 0.15 and worst["p99_above"] == 1.0  # beyond the last bound
     assert histogram_quantiles(before, before, "pinstream_feed_live_lag_seconds") == {"count": 0.0}
+
+
+def test_a_young_hbase_is_named_and_an_old_or_unknown_one_is_not() -> None:
+    assert FeedBenchResult(stack_age_s={"hbase": 120.0}).young_hbase() == 120.0
+    assert FeedBenchResult(stack_age_s={"hbase": YOUNG_HBASE_S + 1}).young_hbase() is None
+    assert FeedBenchResult(stack_age_s={"kafka": 5.0}).young_hbase() is None  # external HBase
+    assert "stack_age_s" in FeedBenchResult(stack_age_s={"hbase": 1.0}).to_json("cmd")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -140,3 +141,17 @@ def test_short_command_shows_a_jvm_by_its_main_class() -> None:
     assert process.short_command(argv) == "java kafka.Kafka /x/server.properties"
     assert process.short_command(["java", "-Xmx1g", "-jar", "app.jar", "run"]) == "java -jar app.jar run"
     assert process.short_command(["redis-server", "127.0.0.1:6379"]) == "redis-server 127.0.0.1:6379"
+
+
+def test_process_age_counts_from_the_process_start() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(1.2)
+        age = process.process_age_s(child.pid)
+        own = process.process_age_s(os.getpid())
+        assert age is not None and own is not None
+        assert 1.0 <= age < 10.0 and own > age
+    finally:
+        child.kill()
+        child.wait()
+    assert process.process_age_s(child.pid) is None  # gone
