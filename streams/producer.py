@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 Headers = Sequence[tuple[str, bytes]]
 _QUEUE_FULL_WAIT_S = 30.0
 _MAX_KEPT_FAILURES = 1_000
+_POLL_EVERY = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,7 @@ class EventProducer:
         self.failed = 0
         self.recent_failures: deque[DeliveryReport] = deque(maxlen=_MAX_KEPT_FAILURES)
         self._closed = False
+        self._unpolled = 0  # sends since delivery reports were last served
         # Labelled metric children per topic: labels() is a locked dict lookup, too slow per record.
         self._topic_metrics: dict[str, tuple[Any, Any]] = {}
 
@@ -88,7 +90,8 @@ class EventProducer:
     def send_raw(self, topic: str, key: bytes | None, value: bytes | None, *,
                  headers: Headers = (), partition: int | None = None,
                  timestamp_ms: int | None = None, context: object = None) -> None:
-        """Queue already-encoded bytes (replay, dead letters). Blocks while the queue is full."""
+        """Queue already-encoded bytes (replay, dead letters). Blocks while the queue is full.
+        Delivery reports are served by every few hundredth send, `poll`, `flush` and `close`."""
         # One bound method serves every report without a context: no closure per record (graph
         # deltas are sent by the thousand per batch). librdkafka times each record itself.
         report = self._report if context is None else partial(self._report, context=context)
@@ -118,7 +121,13 @@ class EventProducer:
             except KafkaException as exc:
                 raise DeliveryError(f"produce to {topic} refused: {exc.args[0]}", topic=topic,
                                     key=key, retriable=False) from exc
-        self._producer.poll(0)
+        # Reports are served every _POLL_EVERY sends (and by poll, flush, close): each poll hands
+        # the interpreter to any other runnable thread, and a loop of thousands of sends (a batch's
+        # deltas) then waited behind the HBase write and the re-ranks at every record.
+        self._unpolled += 1
+        if self._unpolled >= _POLL_EVERY:
+            self._unpolled = 0
+            self._producer.poll(0)
 
     def _report(self, err: KafkaError | None, msg: Message, context: object = None) -> None:
         topic = msg.topic() or ""
