@@ -32,10 +32,6 @@ class Unreadable(Exception):  # internal signal, never leaves the codec
     """A body this reader does not take as it is: decode it the generic way instead."""
 
 
-def _uuid(value: str) -> uuid.UUID:
-    return uuid.UUID(value)
-
-
 def _timestamp_millis(value: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=value)  # what fastavro's logical reader returns
 
@@ -77,7 +73,7 @@ def _convert(schema: Any, enum_type: type[StrEnum] | None) -> tuple[Any, Convert
         return None
     logical = schema.get("logicalType")
     if logical == "uuid" and schema["type"] == "string":
-        return "string", _uuid
+        return "string", uuid.UUID
     if logical == "timestamp-millis" and schema["type"] == "long":
         return "long", _timestamp_millis
     if logical is not None:

@@ -135,7 +135,7 @@ def _optional(inner: Writer, null_first: bool) -> Writer:
     return write
 
 
-def _array(items: Callable[[Any], bytes]) -> Writer:
+def _array(items: Writer) -> Writer:
     """An array in one block: `items` writes all of its items."""
 
     def write(value: Any) -> bytes:
@@ -148,11 +148,11 @@ def _array(items: Callable[[Any], bytes]) -> Writer:
     return write
 
 
-def _each(inner: Writer) -> Callable[[Any], bytes]:
+def _each(inner: Writer) -> Writer:
     return lambda value: b"".join(map(inner, value))
 
 
-def _packed(code: str) -> Callable[[Any], bytes]:
+def _packed(code: str) -> Writer:
     """Floats or doubles (embedding vectors) in one struct call."""
     return lambda value: struct.pack(f"<{len(value)}{code}", *value)
 

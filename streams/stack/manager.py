@@ -286,13 +286,15 @@ def status(
 
 
 def ages(settings: Settings | None = None) -> dict[str, float]:
-    """Seconds since each running service of the local stack started (services this stack did not
-    start, e.g. external ones, are left out)."""
+    """Seconds since each running service of the local stack started, from its pid file (services
+    this stack did not start, e.g. external ones, are left out); no protocol round trip."""
+    layout = layout_for(settings or get_settings())
     out: dict[str, float] = {}
-    for item in status(settings=settings):
-        age = process_age_s(item.pid) if item.pid is not None else None
-        if age is not None and item.state is ServiceState.RUNNING:
-            out[item.name] = round(age, 1)
+    for name in select(None):
+        pid = owned_pid(layout.pid_file(name), SPECS[name].marker)
+        age = process_age_s(pid) if pid is not None else None
+        if age is not None:
+            out[name] = round(age, 1)
     return out
 
 

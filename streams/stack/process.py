@@ -102,25 +102,31 @@ def is_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The state letter follows the parenthesised command name.
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"  # the state letter comes first
 
 
 def process_age_s(pid: int) -> float | None:
     """Seconds since `pid` started (from /proc), or None when it is gone or /proc cannot tell."""
+    fields = _stat_fields(pid)
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
         uptime_s = float(Path("/proc/uptime").read_text().split()[0])
     except (OSError, ValueError):
         return None
-    fields = stat.rsplit(")", 1)[-1].split()
+    if fields is None:
+        return None
     # Field 22 of stat (the 20th after the name and state): start time in clock ticks since boot.
-    started_ticks = int(fields[19])
-    return max(0.0, uptime_s - started_ticks / os.sysconf("SC_CLK_TCK"))
+    return max(0.0, uptime_s - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the parenthesised command name (which may hold
+    spaces), starting with the state letter; None when the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()
 
 
 def owned_pid(pid_file: Path, marker: str) -> int | None:
