@@ -22,12 +22,13 @@ import httpx
 import pytest
 import redis
 
+from streams.campaigns.sampling import wait_caught_up
 from streams.consumer import EventConsumer
 from streams.events import ConsumedRecord, Fallback, FeedUpdated, Reconciliation, Stage
 from streams.localworker import LocalRedis, LocalWorker, free_port
 from streams.producer import PinProducer
 from streams.settings import Settings
-from streams.topics import FEEDS_UPDATED, RECONCILIATION
+from streams.topics import FEEDS_UPDATED, PINS_INTERACTIONS, RECONCILIATION
 from tests.integration.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -123,13 +124,17 @@ def eventually(check: Callable[[], bool], timeout_s: float = 30.0) -> None:
 
 def test_ranker_deadline_and_too_few_candidates_are_named_and_counted(stack: Stack) -> None:
     # Trending fills once the trending set holds a pin outside alice's neighbourhood (dave's):
-    # her first refresh may come before that, so a scroll past a pin asks for another.
+    # her first refresh may come before that, so a scroll past a pin asks for another. It is
+    # sent once every earlier interaction is in HBase: a refresh that read the graph before bob's
+    # saves were written could serve his pins by trending alone.
+    settings = stack.worker.settings
+    assert wait_caught_up(settings, {settings.graph_group_id: [settings.topic(PINS_INTERACTIONS.name)]},
+                          90) is not None
+    asked = datetime.now(UTC)
     stack.interact([("alice", "p2", "impression", None)])
-    # Read from the topic's start: an earlier refresh may predate some of bob's saves (they
-    # arrive over several batches), so wait for one that covers them all.
-    update = wait_for(stack.worker.settings, FEEDS_UPDATED.name,
+    update = wait_for(settings, FEEDS_UPDATED.name,
                       lambda e: isinstance(e, FeedUpdated) and e.user_id == "alice"
-                      and Fallback.TRENDING_FILL in e.fallbacks
+                      and e.event_time >= asked and Fallback.TRENDING_FILL in e.fallbacks
                       and {"p2", "p3", "p4", "p5"} <= {item.pin_id for item in e.items}).value
     assert isinstance(update, FeedUpdated)
     assert Fallback.RANKER_TIMEOUT_CF in update.fallbacks  # a microsecond deadline
