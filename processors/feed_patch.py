@@ -14,9 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from math import exp2
 
+from processors.feed import FeedParams
+from processors.graph import GraphConfig
 from sinks.hbase_graph import NODE_PREFIXES, Edge, node_key
 from sinks.redis import FeedPatch
 from streams.events import InteractionAction, NodeType, PinInteraction
+from streams.settings import Settings
 
 _PIN_PREFIX = NODE_PREFIXES[NodeType.PIN] + ":"
 
@@ -27,6 +30,14 @@ class PatchParams:
     related: int = 10  # neighbours lifted per engaged pin; 0 = no live patches
     min_engaged_weight: float = 0.5  # as the ranker: pins engaged this much are not shown again
     half_life_ms: float = 7 * 86_400_000.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PatchParams:
+        """The graph's action weights and half-life, the ranker's engaged-pin threshold."""
+        graph = GraphConfig.from_settings(settings)
+        return cls(graph.action_weights, related=settings.feed_live_related,
+                   min_engaged_weight=FeedParams.from_settings(settings).rank.min_engaged_weight,
+                   half_life_ms=graph.half_life_ms)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ events: any order, any batching, any redelivery gives the graph `batch_recompute
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import NamedTuple
@@ -248,6 +248,8 @@ class GraphProcessor:
         self.lease = lease
         self.seen = SeenIds(config.dedup_ids_per_partition)
         self.cache = RowCache(config.cache_max_cells, config.half_life_ms)
+        # Told of every row write HBase acknowledged (the live patch process keeps rows current).
+        self.on_written: Callable[[list[RowWrite]], None] | None = None
 
     def apply(self, events: Sequence[GraphEvent],
               positions: Sequence[Position] | None = None) -> GraphBatch:
@@ -306,6 +308,8 @@ class GraphProcessor:
             if writes:
                 self.store.write_batch(writes)
                 self.cache.written(writes)
+                if self.on_written is not None:
+                    self.on_written(writes)
                 written += len(writes)
         self.cache.trim()
         return written

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -25,6 +26,7 @@ from processors.feed import FeedResult, FeedService
 from processors.feed_patch import PatchParams, PlannedPatch, TimedInteraction, plan_patches
 from processors.graph import GraphBatch, GraphEvent, GraphProcessor, graph_inputs
 from processors.graph_state import Position
+from processors.live_patches import LivePatcher, RefreshPlan, feed_headers
 from processors.reconcile_events import ReconciliationEmitter
 from sinks.hbase import store_unreachable
 from sinks.redis import FeedCache
@@ -34,7 +36,7 @@ from streams.errors import ContractError, DeliveryError, PinstreamError, SinkErr
 from streams.events import ConsumedRecord, FeedUpdated, InteractionAction, PinInteraction, Stage
 from streams.metrics import REGISTRY
 from streams.producer import EventProducer
-from streams.topics import FEEDS_UPDATED, GRAPH_EDGES, HEADER_FEED_CHANGE, HEADER_SOURCE_TIMESTAMP
+from streams.topics import FEEDS_UPDATED, GRAPH_EDGES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,19 +51,6 @@ FEED_REFRESH_LAG = Histogram(
     "pinstream_feed_refresh_lag_seconds",
     "From the oldest interaction a feed refresh covers (its Kafka timestamp) to the feed in Redis.",
     buckets=(0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=REGISTRY,
-)
-# Fine buckets: `pinstream bench feed` reads its live-patch percentiles from this histogram.
-LIVE_LAG_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.35, 0.5, 0.75, 1.0,
-                    1.5, 2.5, 5.0, 10.0, 30.0)
-FEED_LIVE_LAG = Histogram(
-    "pinstream_feed_live_lag_seconds",
-    "From the oldest interaction a live feed patch covers (its Kafka timestamp) to the patch "
-    "applied in Redis.", buckets=LIVE_LAG_BUCKETS, registry=REGISTRY,
-)
-LIVE_ANNOUNCEMENTS = Counter(
-    "pinstream_feed_live_announcements_total",
-    "Live-patched feeds announced on feeds.updated.v1 (at most one per user per interval).",
-    registry=REGISTRY,
 )
 INTERACTION_BATCHES = Histogram(
     "pinstream_interaction_batch_seconds",
@@ -87,7 +76,6 @@ _SETTLE_TIMEOUT_S = 60.0
 _RERANK_YIELD_MAX_S = 5.0
 _RERANK_PAUSE_MAX_S = 1.0
 _PATCH_QUEUE_BATCHES = 8  # batches of planned live patches waiting for Redis
-_LIVE_ANNOUNCE_MAX = 100  # live-patched feeds read back and announced per round
 _RECOVER_LIMIT = 100_000  # stale users taken over at start (bounded; the rest on the next start)
 
 
@@ -121,34 +109,6 @@ class InteractionReport:
     patches_queued: int = 0
 
 
-@dataclass
-class RefreshPlan:
-    """Users whose feed must be recomputed, each with the Kafka timestamp (ms) of the oldest
-    interaction not yet in their feed (None if unknown), and when each was last refreshed."""
-
-    interval_s: float
-    dirty: dict[str, int | None] = field(default_factory=dict)
-    last: dict[str, float] = field(default_factory=dict)
-
-    def mark(self, user_id: str, timestamp_ms: int | None) -> None:
-        if user_id not in self.dirty:
-            self.dirty[user_id] = timestamp_ms
-        elif timestamp_ms is not None:
-            oldest = self.dirty[user_id]
-            self.dirty[user_id] = timestamp_ms if oldest is None else min(oldest, timestamp_ms)
-
-    def due(self, now: float, limit: int) -> dict[str, int | None]:
-        """The users to refresh now (at most `limit`), each with its oldest pending timestamp."""
-        ready = [u for u in self.dirty if now - self.last.get(u, 0.0) >= self.interval_s][:limit]
-        taken = {user: self.dirty.pop(user) for user in ready}
-        for user in ready:
-            self.last[user] = now
-        if len(self.last) > 100_000:  # bounded: forget the oldest refresh times
-            for user, _ in sorted(self.last.items(), key=lambda kv: kv[1])[:50_000]:
-                del self.last[user]
-        return taken
-
-
 class InteractionStage:
     """Runs batches of interaction and pin records through the graph, trending and feeds."""
 
@@ -180,7 +140,7 @@ class InteractionStage:
         # one per patch was the largest cost of a batch at 1,000 interactions/s, and at 5,000/s
         # one per user per 5 s still took 12 % of the stage's samples. The re-rank announces
         # the feed anyway; these cover the users whose re-rank lags.
-        self.live = RefreshPlan(live_announce_interval_s)
+        self.live_announce_interval_s = live_announce_interval_s
         self._patch_queue: asyncio.Queue[list[PlannedPatch]] = asyncio.Queue(_PATCH_QUEUE_BATCHES)
         self._patcher: asyncio.Task[None] | None = None
         self._between_batches = threading.Event()
@@ -190,6 +150,11 @@ class InteractionStage:
         # Users whose refresh went to the reconciler while Redis was down: one record each per
         # outage, not one per batch (cleared by the next successful Redis write).
         self._handed_over: set[str] = set()
+
+    @functools.cached_property
+    def live_patcher(self) -> LivePatcher:
+        return LivePatcher(self.cache, self.producer, model=self.feeds.computer.params.model,
+                           announce_interval_s=self.live_announce_interval_s)
 
     async def process(self, records: Sequence[RawRecord]) -> InteractionReport:
         self._between_batches.clear()
@@ -362,52 +327,25 @@ class InteractionStage:
             planned = await self._next_patches()
             if planned:
                 try:
-                    sizes = await asyncio.to_thread(self.cache.patch_feeds, [p.patch for p in planned])
+                    await asyncio.to_thread(self.live_patcher.apply, planned)
                 except PinstreamError as exc:
                     log.warning("live feed patches not applied (the re-rank will come): %s", exc)
-                else:
-                    self._patched(planned, sizes)
-            await self._announce_live()
+            try:
+                await asyncio.to_thread(self.live_patcher.announce_due)
+            except PinstreamError as exc:  # the users' re-ranks are announced anyway
+                log.warning("live-patched feeds not announced: %s", exc)
 
     async def _next_patches(self) -> list[PlannedPatch]:
         """All the planned patches that queued, waiting for some at most a second (or half an
         announcement interval): announcements still go out when no more interactions come."""
         try:
-            wait_s = min(self.live.interval_s / 2, 1.0)
+            wait_s = min(self.live_patcher.live.interval_s / 2, 1.0)
             planned = list(await asyncio.wait_for(self._patch_queue.get(), wait_s))
         except TimeoutError:
             return []
         while not self._patch_queue.empty():
             planned.extend(self._patch_queue.get_nowait())
         return planned
-
-    def _patched(self, planned: list[PlannedPatch], sizes: list[int | None]) -> None:
-        written_ms = time.time() * 1000
-        for item, size in zip(planned, sizes, strict=True):
-            if size is None:  # no feed cached: nothing patched (the re-rank writes one)
-                continue
-            if item.oldest_ms is not None:
-                FEED_LIVE_LAG.observe(max(0.0, written_ms - item.oldest_ms) / 1000)
-            self.live.mark(item.patch.user_id, item.oldest_ms)
-
-    async def _announce_live(self) -> None:
-        """Publish the live-patched feeds that are due as FeedUpdated (model `<ranker>+live`)."""
-        due = self.live.due(time.monotonic(), _LIVE_ANNOUNCE_MAX)
-        if not due:
-            return
-        users = list(due)
-        try:
-            feeds = await asyncio.to_thread(self.cache.read_feeds, users)
-        except PinstreamError as exc:  # the users' re-ranks are announced anyway
-            log.warning("live-patched feeds not announced: %s", exc)
-            return
-        written_ms = time.time() * 1000
-        model = f"{self.feeds.computer.params.model}+live"
-        for user, feed in zip(users, feeds, strict=True):
-            if feed is not None:
-                self._send_feed(FeedUpdated(user_id=user, items=tuple(feed), model=model), b"live",
-                                due[user], written_ms, None)
-                LIVE_ANNOUNCEMENTS.inc()
 
     def _hand_over(self, user_id: str, exc: SinkError) -> int:
         """Ask the reconciler to rewrite the user's feed, once per Redis outage; 1 if asked now."""
@@ -513,13 +451,9 @@ class InteractionStage:
                    lag: Histogram | None) -> None:
         """Publish a feed on feeds.updated.v1, saying how it changed and (when known) the Kafka
         timestamp of the oldest interaction it covers; `lag` times that interaction's wait."""
-        headers = [(HEADER_FEED_CHANGE, change)]
-        if oldest_ms is not None:
-            # Downstream (and `pinstream bench feed`) can tell how fresh the feed is.
-            headers.append((HEADER_SOURCE_TIMESTAMP, str(oldest_ms).encode()))
-            if lag is not None:
-                lag.observe(max(0.0, written_ms - oldest_ms) / 1000)
-        self.producer.send_event(FEEDS_UPDATED, event.user_id, event, headers=headers)
+        if oldest_ms is not None and lag is not None:
+            lag.observe(max(0.0, written_ms - oldest_ms) / 1000)
+        self.producer.send_event(FEEDS_UPDATED, event.user_id, event, headers=feed_headers(change, oldest_ms))
 
     def read_feed(self, user_id: str, *, offset: int = 0, count: int | None = None) -> FeedResult:
         """A page of the user's feed (the cache first, else computed); a feed that Redis could not

@@ -63,7 +63,8 @@ class InteractionConsumer:
     def __init__(self, settings: Settings, stage: BatchStage, *, max_batch: int = MAX_BATCH,
                  linger_s: float | None = None, backoff: Backoff | None = None,
                  group_id: str | None = None, legacy_group: str | None = None,
-                 consumer_config: Mapping[str, Any] | None = None) -> None:
+                 consumer_config: Mapping[str, Any] | None = None,
+                 topics: Sequence[str] | None = None) -> None:
         self.settings = settings
         self.stage = stage
         self.max_batch = max_batch
@@ -71,7 +72,8 @@ class InteractionConsumer:
         self.backoff = backoff or FullJitterBackoff(base_s=0.5, cap_s=10.0)
         self.group_id = group_id or settings.graph_group_id
         self.legacy_group = settings.worker_group_id if legacy_group is None else legacy_group
-        self.topics = [settings.topic(PINS_INTERACTIONS.name), settings.topic(PINS_CREATED.name)]
+        self.topics = list(topics) if topics is not None else [settings.topic(PINS_INTERACTIONS.name),
+                                                               settings.topic(PINS_CREATED.name)]
         self.batches = 0
         self.records = 0
         self.retries = 0

@@ -134,6 +134,16 @@ class Settings(BaseSettings):
         default=30.0, gt=0, le=3600,
         description="at most one announcement of a live-patched feed on feeds.updated.v1 per user "
                     "per interval (each is the whole feed; full re-ranks are announced apart)")
+    feed_live_process: bool = Field(
+        default=True,
+        description="live patches planned and applied by a process of their own, beside the "
+                    "interaction stage (false: by the stage itself, after each batch)")
+    feed_live_rows_ttl_s: float = Field(default=300.0, gt=0, le=86_400,
+                                        description="how long the live patch process keeps a graph "
+                                                    "row before reading it again (the graph stage "
+                                                    "pushes its writes meanwhile)")
+    feed_live_rows_max_cells: int = Field(default=500_000, ge=1_000, le=50_000_000,
+                                          description="graph cells the live patch process holds")
 
     # Visual search and the worker's web server
     search_shortlist: int = Field(default=1000, ge=1, le=10_000,
@@ -300,9 +310,27 @@ class Settings(BaseSettings):
         """The interaction stage's consumer group: interactions and pin creations for the graph."""
         return f"{self.topic_prefix}pinstream-graph"
 
+    @property
+    def live_group_id(self) -> str:
+        """The live patch process's consumer group: interactions, from the newest on first start."""
+        return f"{self.topic_prefix}pinstream-live"
+
     def topic(self, name: str) -> str:
         """The physical topic name for a catalogue name (applies `topic_prefix`)."""
         return f"{self.topic_prefix}{name}"
+
+    def for_child(self) -> dict[str, Any]:
+        """All settings as JSON-ready data, secrets included: only for a process of our own,
+        over a private pipe (the live patch process). Never log it."""
+        out: dict[str, Any] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                out[name] = value.get_secret_value()
+            elif isinstance(value, Path):
+                out[name] = str(value)
+            else:
+                out[name] = value
+        return out
 
     def redacted(self) -> dict[str, Any]:
         """All settings as plain data with secrets masked: safe to print or log."""

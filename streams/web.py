@@ -128,6 +128,5 @@ def register_views(app: faust.App, current: Callable[[], Any]) -> None:
             runtime = current()
             if runtime is None:
                 return aioweb.json_response({"ready": False}, status=503)
-            health = runtime.health()
-            return aioweb.json_response({"ready": health["index_ready"], **health},
-                                        status=200 if health["index_ready"] else 503)
+            health = runtime.health()  # ready: the ANN index loaded, the live patch process joined
+            return aioweb.json_response(health, status=200 if health["ready"] else 503)

@@ -35,6 +35,7 @@ from streams.codec import AvroCodec
 from streams.deadletter import RawRecord
 from streams.errors import ProcessingError, SinkError
 from streams.events import ConsumedRecord, PinCreated, Stage
+from streams.live_process import LivePatchProcess
 from streams.producer import EventProducer
 from streams.registry import build_codec
 from streams.settings import Settings
@@ -56,6 +57,8 @@ class WorkerRuntime:
     interactions: InteractionStage
     # The interaction stage's consumer loop, once the app started it: its figures in health().
     interaction_health: Callable[[], dict[str, Any]] | None = None
+    # Plans and applies the live feed patches beside the stage (None: the stage does it).
+    live: LivePatchProcess | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerRuntime:
@@ -80,10 +83,16 @@ class WorkerRuntime:
         search = VisualSearch(settings, index=lambda: follower.index, batcher=batcher, pins=store,
                               model_version=embedder.model_version, text=store,
                               trending=interactions.cache, taste=interactions.feeds.computer.taste_of)
+        live = None
+        if settings.feed_live_process:
+            live = LivePatchProcess(settings)
+            interactions.graph.on_written = live.push
         return cls(settings, codec, embedder, batcher, store, producer, stage, follower, search,
-                   interactions)
+                   interactions, live=live)
 
     async def start(self) -> None:
+        if self.live is not None:
+            self.live.start()
         await self.batcher.start()
         self.follower.start()
         await asyncio.to_thread(self.follower.ready.wait)
@@ -95,6 +104,8 @@ class WorkerRuntime:
         if self.stage.decoder is not None:
             self.stage.decoder.close()
         await asyncio.to_thread(self.follower.stop)
+        if self.live is not None:
+            await asyncio.to_thread(self.live.stop)
         await asyncio.to_thread(self.producer.close)
         self.store.close()
         self.interactions.cache.close()
@@ -103,11 +114,14 @@ class WorkerRuntime:
         index = self.follower.index
         return {
             "model_version": self.embedder.model_version,
+            "ready": index is not None and self.follower.error is None
+            and (self.live is None or self.live.ready),
             "index_ready": index is not None and self.follower.error is None,
             "index_pins": len(index) if index is not None else 0,
             "index_error": repr(self.follower.error) if self.follower.error else None,
             "embed_queue": self.batcher.depth(),
             "interactions": self.interaction_health() if self.interaction_health else None,
+            "live_patches": self.live.health() if self.live is not None else None,
         }
 
 
@@ -125,8 +139,8 @@ def build_interaction_stage(settings: Settings, producer: EventProducer, codec: 
     reader = CachedGraphReader(graph_store, graph.cache) if settings.feed_graph_from_cache else None
     computer = FeedComputer(reader or graph_store, embeddings=embeddings, similar=embeddings, trending=cache,
                             preferences=cache, params=params)
-    patches = PatchParams(config.action_weights, related=settings.feed_live_related,
-                          min_engaged_weight=params.rank.min_engaged_weight, half_life_ms=config.half_life_ms)
+    # With a live patch process, it plans and applies the patches; the stage only pushes it rows.
+    patches = None if settings.feed_live_process else PatchParams.from_settings(settings)
     return InteractionStage(
         graph=graph, feeds=FeedService(computer, cache), cache=cache, producer=producer,
         emitter=ReconciliationEmitter(producer, secrets=settings_secrets(settings)), codec=codec,

@@ -4,9 +4,11 @@ removes the pin from the cached feed at once."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -98,6 +100,27 @@ def test_interactions_build_the_graph_and_feeds_that_consumers_read(worker: Loca
     assert stage["records"] >= len(rows) and stage["partitions"] > 0
 
 
+def _live_patch_of(worker: LocalWorker, user: str, reason: str,
+                   act: Callable[[], None]) -> FeedUpdated | None:
+    """The first live-patch announcement of `user`'s feed with an item lifted for `reason`, after
+    `act` (within 60 s)."""
+    consumer = EventConsumer(worker.settings, [worker.settings.topic(FEEDS_UPDATED.name)],
+                             group_id=f"g-{uuid.uuid4()}")
+    try:
+        act()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            record = consumer.poll(1.0)
+            if (record is not None and isinstance(record.value, FeedUpdated)
+                    and record.value.user_id == user
+                    and dict(record.headers).get(HEADER_FEED_CHANGE) == b"live"
+                    and any(item.reason == reason for item in record.value.items)):
+                return record.value
+        return None
+    finally:
+        consumer.close()
+
+
 def test_a_save_patches_the_cached_feed_live_before_the_full_refresh(worker: LocalWorker) -> None:
     # bob's session co-engaged p0..p5; alice already engaged p0 and p1. Her save of p2 must take p2
     # out of her cached feed and lift its co-engaged pins she has not engaged (p3, p4, p5) to the
@@ -106,27 +129,33 @@ def test_a_save_patches_the_cached_feed_live_before_the_full_refresh(worker: Loc
     while not _feed(worker, "alice")["items"]:
         assert time.monotonic() < deadline
         time.sleep(0.5)
-    consumer = EventConsumer(worker.settings, [worker.settings.topic(FEEDS_UPDATED.name)],
-                             group_id=f"g-{uuid.uuid4()}")
-    try:
-        _interact(worker, [("alice", "p2", "save", "b-lamps")])
-        patch: FeedUpdated | None = None
-        deadline = time.monotonic() + 60
-        while patch is None and time.monotonic() < deadline:
-            record = consumer.poll(1.0)
-            if (record is not None and isinstance(record.value, FeedUpdated)
-                    and record.value.user_id == "alice"
-                    and dict(record.headers).get(HEADER_FEED_CHANGE) == b"live"
-                    and any(item.reason == "live:p2" for item in record.value.items)):
-                patch = record.value
-    finally:
-        consumer.close()
+    patch = _live_patch_of(worker, "alice", "live:p2",
+                           lambda: _interact(worker, [("alice", "p2", "save", "b-lamps")]))
     assert patch is not None, "no live patch of alice's feed announced"
     assert patch.model.endswith("+live")
     top = patch.items[:3]
     assert {item.pin_id for item in top} == {"p3", "p4", "p5"}
     assert all(item.reason == "live:p2" for item in top)
     assert "p2" not in {item.pin_id for item in patch.items}
+
+
+def test_the_live_patch_process_is_started_again_when_it_dies(worker: LocalWorker) -> None:
+    before = worker.health()["live_patches"]
+    assert before["alive"] and before["partitions"] > 0
+    os.kill(before["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:
+        live = httpx.get(f"{worker.url}/healthz", timeout=30).json()["live_patches"]
+        if live["pid"] != before["pid"] and live["alive"] and live["partitions"] > 0:
+            break
+        assert time.monotonic() < deadline, f"the live patch process was not started again: {live}"
+        time.sleep(0.5)
+    assert live["restarts"] == before["restarts"] + 1
+    # The new process reads its rows from HBase: p4's co-engaged pins alice has not engaged.
+    patch = _live_patch_of(worker, "alice", "live:p4",
+                           lambda: _interact(worker, [("alice", "p4", "save", "b-lamps")]))
+    assert patch is not None, "no live patch after the restart"
+    assert {item.pin_id for item in patch.items if item.reason == "live:p4"} == {"p3", "p5"}
 
 
 def test_hide_removes_the_pin_from_the_cached_feed_at_once(worker: LocalWorker) -> None:

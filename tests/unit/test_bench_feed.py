@@ -9,7 +9,7 @@ from itertools import islice
 import pytest
 from click.testing import CliRunner
 
-from processors.interactions import RefreshPlan
+from processors.live_patches import RefreshPlan
 from streams.bench.feed import (
     READ_PATHS,
     YOUNG_HBASE_S,

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from processors.feed_patch import PlannedPatch
-from processors.interactions import FEED_LIVE_LAG, LIVE_ANNOUNCEMENTS, InteractionStage
+from processors.interactions import InteractionStage
+from processors.live_patches import FEED_LIVE_LAG, LIVE_ANNOUNCEMENTS
 from sinks.redis import FeedPatch
 from streams.events import FeedItem, FeedUpdated
 from streams.settings import load_settings

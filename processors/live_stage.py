@@ -1,0 +1,135 @@
+"""The live patch stage: interaction batches -> patches of the users' cached feeds, planned from
+rows kept beside it (processors.live_rows), in a process of its own.
+
+Why a process of its own: the interaction stage applies the graph, writes HBase, publishes the
+deltas and runs the re-ranks in one interpreter, and at 5,000 interactions/s that interpreter is
+at its capacity, so a patch planned at the end of a batch waits for every batch before it. Here
+a patch waits only for other patches. The interaction stage still owns everything else (graph,
+stale marks, trending, hides, re-ranks); a record it cannot decode it dead-letters, so this stage
+only counts and skips it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from processors.feed_patch import PatchParams, TimedInteraction, plan_patches
+from processors.live_patches import LivePatcher
+from processors.live_rows import LiveRows
+from sinks.hbase_graph import node_key
+from streams.codec import AvroCodec
+from streams.deadletter import RawRecord
+from streams.errors import ContractError, PinstreamError
+from streams.events import NodeType, PinInteraction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LiveTally:
+    """What the stage did since the last report (sent to the worker, which exports it)."""
+
+    lags: list[float] = field(default_factory=list)
+    patched: int = 0  # patches that landed on a cached feed
+    planned: int = 0
+    failed: int = 0  # patches Redis refused (the re-rank still comes)
+    announced: int = 0
+    skipped: int = 0  # records that were not interactions this stage could decode
+    batches: int = 0
+    records: int = 0
+
+    def plus(self, other: LiveTally) -> LiveTally:
+        return LiveTally([], self.patched + other.patched, self.planned + other.planned,
+                         self.failed + other.failed, self.announced + other.announced,
+                         self.skipped + other.skipped, self.batches + other.batches,
+                         self.records + other.records)
+
+    def describe(self) -> str:
+        return (f"{self.records} records in {self.batches} batches, {self.planned} patches planned, "
+                f"{self.patched} landed, {self.failed} failed, {self.announced} feeds announced, "
+                f"{self.skipped} records skipped")
+
+
+class LivePatchStage:
+    """One batch: decode the interactions, read the rows they need, plan and apply the patches."""
+
+    def __init__(self, *, rows: LiveRows, patcher: LivePatcher, codec: AvroCodec, params: PatchParams,
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+        self.rows = rows
+        self.patcher = patcher
+        self.codec = codec
+        self.params = params
+        self.clock_ms = clock_ms
+        self.tally = LiveTally()
+
+    async def process(self, records: Sequence[RawRecord]) -> None:
+        self.tally.batches += 1
+        self.tally.records += len(records)
+        timed = self._decode(records)
+        if not timed:
+            return
+        weights = self.params.action_weights
+        keys = [node_key(NodeType.USER, item.event.user_id) for item in timed]
+        keys += [node_key(NodeType.PIN, item.event.pin_id) for item in timed
+                 if weights.get(item.event.action, 0.0) > 0]
+        try:
+            await asyncio.to_thread(self.rows.refresh, keys)
+        except PinstreamError as exc:  # plan from what is cached; the re-rank still comes
+            log.warning("live patches: graph rows not read (%s); planning from cached rows", exc)
+        planned = plan_patches(timed, self.rows.peek, self.params, self.clock_ms())
+        for item in timed:  # the next batch's patches must not lift these pins again
+            weight = weights.get(item.event.action, 0.0)
+            if weight:
+                self.rows.note(node_key(NodeType.USER, item.event.user_id),
+                               node_key(NodeType.PIN, item.event.pin_id), weight,
+                               item.timestamp_ms or self.clock_ms())
+        if not planned:
+            return
+        self.tally.planned += len(planned)
+        try:
+            lags = await asyncio.to_thread(self.patcher.apply, planned)
+        except PinstreamError as exc:
+            log.warning("live feed patches not applied (the re-rank will come): %s", exc)
+            self.tally.failed += len(planned)
+            return
+        self.tally.patched += len(lags)
+        self.tally.lags.extend(lags)
+        # At once, as the stage did: a re-rank coming a moment later would otherwise be what the
+        # announcement reads back.
+        await self.announce()
+
+    async def announce(self) -> int:
+        """Announce the patched feeds that are due (the worker calls it between batches too)."""
+        try:
+            announced = await asyncio.to_thread(self.patcher.announce_due)
+        except PinstreamError as exc:  # the users' re-ranks are announced anyway
+            log.warning("live-patched feeds not announced: %s", exc)
+            return 0
+        self.tally.announced += announced
+        return announced
+
+    def take_tally(self) -> LiveTally:
+        """What was done since the last call."""
+        tally, self.tally = self.tally, LiveTally()
+        return tally
+
+    def forget_partition(self, stream: str) -> None:
+        """Nothing is kept per partition (a redelivered patch lands again: harmless)."""
+
+    def _decode(self, records: Sequence[RawRecord]) -> list[TimedInteraction]:
+        timed = []
+        for record in records:
+            try:
+                event = self.codec.decode_event(record.value or b"")
+            except ContractError:
+                self.tally.skipped += 1  # the interaction stage dead-letters it
+                continue
+            if isinstance(event, PinInteraction):
+                timed.append(TimedInteraction(event, record.timestamp_ms))
+            else:
+                self.tally.skipped += 1
+        return timed
