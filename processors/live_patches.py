@@ -118,11 +118,11 @@ class LivePatcher:
                 self.live.mark(item.patch.user_id, item.oldest_ms)
         return lags
 
-    def announce_due(self) -> int:
-        """Publish the live-patched feeds that are due as FeedUpdated (model `<ranker>+live`);
-        returns how many. Raises PinstreamError when the feeds cannot be read back."""
+    def announce_due(self, limit: int = LIVE_ANNOUNCE_MAX) -> int:
+        """Publish up to `limit` live-patched feeds that are due as FeedUpdated (model
+        `<ranker>+live`); returns how many. Raises PinstreamError when the feeds cannot be read."""
         with self._lock:
-            due = self.live.due(time.monotonic(), LIVE_ANNOUNCE_MAX)
+            due = self.live.due(time.monotonic(), limit)
         if not due:
             return 0
         users = list(due)

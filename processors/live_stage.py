@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from processors.feed_patch import PatchParams, TimedInteraction, plan_patches
-from processors.live_patches import LivePatcher
+from processors.live_patches import LIVE_ANNOUNCE_MAX, LivePatcher
 from processors.live_rows import LiveRows
 from sinks.hbase_graph import node_key
 from streams.codec import AvroCodec
@@ -27,6 +27,7 @@ from streams.errors import ContractError, PinstreamError
 from streams.events import NodeType, PinInteraction
 
 log = logging.getLogger(__name__)
+ANNOUNCE_IN_BATCH = 10  # patched feeds announced right after a batch's patches; the rest later
 
 
 @dataclass
@@ -41,17 +42,28 @@ class LiveTally:
     skipped: int = 0  # records that were not interactions this stage could decode
     batches: int = 0
     records: int = 0
+    phase_s: dict[str, float] = field(default_factory=dict)  # seconds per phase, summed
+
+    def lap(self, phase: str, started: float) -> float:
+        """Charge the time since `started` to `phase`; returns now."""
+        now = time.perf_counter()
+        self.phase_s[phase] = self.phase_s.get(phase, 0.0) + now - started
+        return now
 
     def plus(self, other: LiveTally) -> LiveTally:
+        phases = {k: self.phase_s.get(k, 0.0) + other.phase_s.get(k, 0.0)
+                  for k in self.phase_s.keys() | other.phase_s.keys()}
         return LiveTally([], self.patched + other.patched, self.planned + other.planned,
                          self.failed + other.failed, self.announced + other.announced,
                          self.skipped + other.skipped, self.batches + other.batches,
-                         self.records + other.records)
+                         self.records + other.records, phases)
 
     def describe(self) -> str:
+        means = ", ".join(f"{phase} {1000 * spent / self.batches:.1f}"
+                          for phase, spent in self.phase_s.items()) if self.batches else "-"
         return (f"{self.records} records in {self.batches} batches, {self.planned} patches planned, "
                 f"{self.patched} landed, {self.failed} failed, {self.announced} feeds announced, "
-                f"{self.skipped} records skipped")
+                f"{self.skipped} records skipped; mean ms a batch: {means}")
 
 
 class LivePatchStage:
@@ -67,9 +79,16 @@ class LivePatchStage:
         self.tally = LiveTally()
 
     async def process(self, records: Sequence[RawRecord]) -> None:
+        # Always `self.tally`, never a local name for it: the reporter swaps it while this awaits.
         self.tally.batches += 1
         self.tally.records += len(records)
+        started = time.perf_counter()
+        stamps = [r.timestamp_ms for r in records if r.timestamp_ms is not None]
+        if stamps:  # how long the batch's oldest record waited for it
+            waited = max(0.0, time.time() - min(stamps) / 1000)
+            self.tally.phase_s["wait"] = self.tally.phase_s.get("wait", 0.0) + waited
         timed = self._decode(records)
+        started = self.tally.lap("decode", started)
         if not timed:
             return
         weights = self.params.action_weights
@@ -80,6 +99,7 @@ class LivePatchStage:
             await asyncio.to_thread(self.rows.refresh, keys)
         except PinstreamError as exc:  # plan from what is cached; the re-rank still comes
             log.warning("live patches: graph rows not read (%s); planning from cached rows", exc)
+        started = self.tally.lap("rows", started)
         planned = plan_patches(timed, self.rows.peek, self.params, self.clock_ms())
         for item in timed:  # the next batch's patches must not lift these pins again
             weight = weights.get(item.event.action, 0.0)
@@ -87,6 +107,7 @@ class LivePatchStage:
                 self.rows.note(node_key(NodeType.USER, item.event.user_id),
                                node_key(NodeType.PIN, item.event.pin_id), weight,
                                item.timestamp_ms or self.clock_ms())
+        started = self.tally.lap("plan", started)
         if not planned:
             return
         self.tally.planned += len(planned)
@@ -96,16 +117,22 @@ class LivePatchStage:
             log.warning("live feed patches not applied (the re-rank will come): %s", exc)
             self.tally.failed += len(planned)
             return
+        finally:
+            started = self.tally.lap("patch", started)
         self.tally.patched += len(lags)
         self.tally.lags.extend(lags)
-        # At once, as the stage did: a re-rank coming a moment later would otherwise be what the
-        # announcement reads back.
-        await self.announce()
+        # A few at once, as the stage did (a re-rank coming a moment later would otherwise be what
+        # the announcement reads back); the rest from the reporter, between batches. Each costs
+        # ~1-2 ms (200 items read back and encoded): when a phase of traffic starts, every user's
+        # first patch is due at once, and announcing them all here held patches back by seconds.
+        await self.announce(ANNOUNCE_IN_BATCH)
+        self.tally.lap("announce", started)
 
-    async def announce(self) -> int:
-        """Announce the patched feeds that are due (the worker calls it between batches too)."""
+    async def announce(self, limit: int = LIVE_ANNOUNCE_MAX) -> int:
+        """Announce up to `limit` patched feeds that are due (the process's reporter calls it
+        between batches too)."""
         try:
-            announced = await asyncio.to_thread(self.patcher.announce_due)
+            announced = await asyncio.to_thread(self.patcher.announce_due, limit)
         except PinstreamError as exc:  # the users' re-ranks are announced anyway
             log.warning("live-patched feeds not announced: %s", exc)
             return 0

@@ -53,6 +53,9 @@ FORGET = b'{"forget": true}\n'
 CHILD_COMMAND = "from streams.live_process import main; main()"
 PUSH_QUEUE = 256  # row-write batches waiting for the child's pipe (bounded: a full queue -> FORGET)
 REPORT_EVERY_S = 0.5
+# Patched feeds announced per report round (50/s: a user is announced at most every 30 s by
+# default, so 1,500 users patching all the time), beside the few each batch announces.
+ANNOUNCE_PER_REPORT = 25
 SUMMARY_EVERY_S = 30.0  # a log line of what the process did, when it did anything
 _RESTART_MAX_S = 30.0
 _PUSHED_PREFIXES = (NODE_PREFIXES[NodeType.USER] + ":", NODE_PREFIXES[NodeType.PIN] + ":")
@@ -71,11 +74,14 @@ LIVE_RESTARTS = Counter("pinstream_feed_live_process_restarts_total",
 LIVE_PUSHES_LOST = Counter("pinstream_feed_live_pushes_lost_total",
                            "Row-write batches not pushed to the live patch process (queue full): it "
                            "drops its rows and reads them again.", registry=REGISTRY)
+LIVE_CPU = Counter("pinstream_feed_live_process_cpu_seconds",
+                   "CPU seconds (every thread) of the live patch process.", registry=REGISTRY)
 LIVE_ROWS_CELLS = Gauge("pinstream_feed_live_rows_cells", "Graph cells the live patch process holds.",
                         registry=REGISTRY)
-_POOL_GAUGES = {"pinstream_pool_in_use": POOL_IN_USE, "pinstream_pool_idle": POOL_IDLE,
-                "pinstream_pool_max": POOL_MAX}
-_POOL_COUNTERS = {"pinstream_pool_exhausted": POOL_EXHAUSTED, "pinstream_pool_leaks": POOL_LEAKS}
+_POOL_GAUGES: dict[str, Gauge] = {"pinstream_pool_in_use": POOL_IN_USE, "pinstream_pool_idle": POOL_IDLE,
+                                  "pinstream_pool_max": POOL_MAX}
+_POOL_COUNTERS: dict[str, Counter] = {"pinstream_pool_exhausted": POOL_EXHAUSTED,
+                                      "pinstream_pool_leaks": POOL_LEAKS}
 
 
 @dataclass
@@ -85,6 +91,7 @@ class LiveReport:
     rows_cells: int
     rows_read: int
     pools: list[tuple[str, str, float]] = field(default_factory=list)  # (family, pool, value)
+    cpu_s: float = 0.0  # the process's CPU seconds so far
 
     def to_line(self) -> bytes:
         return json.dumps({"report": dataclasses.asdict(self)}).encode() + b"\n"
@@ -92,7 +99,8 @@ class LiveReport:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LiveReport:
         return cls(LiveTally(**data["tally"]), int(data["assigned"]), int(data["rows_cells"]),
-                   int(data["rows_read"]), [(str(f), str(p), float(v)) for f, p, v in data["pools"]])
+                   int(data["rows_read"]), [(str(f), str(p), float(v)) for f, p, v in data["pools"]],
+                   float(data["cpu_s"]))
 
 
 def rows_line(writes: Sequence[RowWrite]) -> bytes | None:
@@ -123,7 +131,7 @@ class LivePatchProcess:
         self._lost = False
         self._stopping = threading.Event()
         self._child: subprocess.Popen[bytes] | None = None
-        self._counted: dict[tuple[str, str], float] = {}  # the child's pool counters seen so far
+        self._counted: dict[tuple[str, str], float] = {}  # the child's counters seen so far
         self._watcher: threading.Thread | None = None
 
     @property
@@ -237,28 +245,34 @@ class LivePatchProcess:
         LIVE_PATCHES.labels("failed").inc(tally.failed)
         LIVE_SKIPPED.inc(tally.skipped)
         LIVE_ROWS_CELLS.set(report.rows_cells)
+        LIVE_CPU.inc(self._growth(("cpu", ""), report.cpu_s))
         for family, pool, value in report.pools:
             label = f"{pool}@live"
             if family in _POOL_GAUGES:
                 _POOL_GAUGES[family].labels(label).set(value)
             elif family in _POOL_COUNTERS:
-                seen = self._counted.get((family, pool), 0.0)
-                _POOL_COUNTERS[family].labels(label).inc(max(0.0, value - seen))
-                self._counted[(family, pool)] = value
+                _POOL_COUNTERS[family].labels(label).inc(self._growth((family, pool), value))
+
+    def _growth(self, key: tuple[str, str], total: float) -> float:
+        """How much a total the process reports grew since its last report (all of it when the
+        total fell: a new process counts from zero)."""
+        seen = self._counted.get(key, 0.0)
+        self._counted[key] = total
+        return total - seen if total >= seen else total
 
 
 # --- the process's side ----------------------------------------------------------------------------
 
 
 def pool_samples() -> list[tuple[str, str, float]]:
-    """This process's pool gauges and counter totals, by family and pool name."""
+    """This process's pool gauges and counter totals, by family and pool name (only those
+    metrics are collected: the whole registry, twice a second, cost a few % of the process)."""
     out = []
-    for family in REGISTRY.collect():
-        if family.name in _POOL_GAUGES or family.name in _POOL_COUNTERS:
+    for metric in (*_POOL_GAUGES.values(), *_POOL_COUNTERS.values()):
+        for family in metric.collect():
             for sample in family.samples:
-                if sample.name.endswith("_created"):
-                    continue
-                out.append((family.name, sample.labels.get("pool", ""), sample.value))
+                if not sample.name.endswith("_created"):
+                    out.append((family.name, sample.labels.get("pool", ""), sample.value))
     return out
 
 
@@ -302,10 +316,11 @@ async def serve(settings: Settings, stdin: IO[bytes], out: IO[bytes]) -> None:
         logged = time.monotonic()
         while True:
             await asyncio.sleep(REPORT_EVERY_S)
-            await stage.announce()
+            await stage.announce(ANNOUNCE_PER_REPORT)
             producer.poll(0)
             tally = stage.take_tally()
-            out.write(LiveReport(tally, consumer.assigned, rows.cells, rows.reads, pool_samples()).to_line())
+            out.write(LiveReport(tally, consumer.assigned, rows.cells, rows.reads, pool_samples(),
+                                 time.process_time()).to_line())
             out.flush()
             summary = summary.plus(tally)
             if summary.records and time.monotonic() - logged >= SUMMARY_EVERY_S:

@@ -158,7 +158,14 @@ class LocalWorker:
             connection.close()
 
     def __enter__(self) -> LocalWorker:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            # A worker that never got ready must not outlive the failure (it would keep its CPU,
+            # its consumer groups and its live patch process).
+            self.stop()
+            self.cleanup()
+            raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -322,14 +322,11 @@ class Settings(BaseSettings):
     def for_child(self) -> dict[str, Any]:
         """All settings as JSON-ready data, secrets included: only for a process of our own,
         over a private pipe (the live patch process). Never log it."""
-        out: dict[str, Any] = {}
-        for name, value in self.model_dump().items():
+        out = self.model_dump(mode="json")  # secrets come out masked: put them back
+        for name in out:
+            value = getattr(self, name)
             if isinstance(value, SecretStr):
                 out[name] = value.get_secret_value()
-            elif isinstance(value, Path):
-                out[name] = str(value)
-            else:
-                out[name] = value
         return out
 
     def redacted(self) -> dict[str, Any]:

@@ -324,9 +324,12 @@ def batch_means(before: str, after: str) -> dict[str, float]:
     batches = delta("pinstream_interaction_batch_records_count")
     records = delta("pinstream_interaction_batch_records_sum")
     out = {"batches": batches, "records_mean": records / batches if batches else 0.0}
-    # The worker's CPU (every thread) per interaction it took in, over the same window.
-    cpu = delta("process_cpu_seconds_total")
+    # The worker's CPU (every thread, and its live patch process) per interaction it took in,
+    # over the same window.
+    live_cpu = delta("pinstream_feed_live_process_cpu_seconds_total")
+    cpu = delta("process_cpu_seconds_total") + live_cpu
     out["cpu_s"] = cpu
+    out["live_cpu_s"] = live_cpu
     out["cpu_us_per_record"] = 1e6 * cpu / records if records else 0.0
     # Full collections stop every thread: their count and mean pause in the same window.
     collections = delta("pinstream_gc_pause_seconds_count", "generation", "2")
@@ -387,7 +390,7 @@ def _samples(text: str) -> dict[tuple[str, str, str], float]:
 
 def run_feed_bench(workdir: Path, *, rates: Sequence[float], duration_s: float, users: int, warmup: int,
                    reads: int, seed: int, refresh_interval_s: float, rerank_share: float | None = None,
-                   progress: Progress = lambda _: None) -> FeedBenchResult:
+                   live_process: bool | None = None, progress: Progress = lambda _: None) -> FeedBenchResult:
     result = FeedBenchResult(warmup=warmup, users=users, stack_age_s=stack_ages())
     result.load.append(os.getloadavg())
     total = warmup + int(sum(rates) * duration_s) + 1000
@@ -396,7 +399,8 @@ def run_feed_bench(workdir: Path, *, rates: Sequence[float], duration_s: float, 
         metrics_port = free_port()
         worker = LocalWorker(workdir, redis_url=private_redis.url, metrics_port=metrics_port,
                              feed_refresh_interval_s=refresh_interval_s,
-                             **({"feed_rerank_share": rerank_share} if rerank_share is not None else {}))
+                             **({"feed_rerank_share": rerank_share} if rerank_share is not None else {}),
+                             **({"feed_live_process": live_process} if live_process is not None else {}))
         progress("starting the worker...")
         try:
             worker.start()
@@ -405,8 +409,11 @@ def run_feed_bench(workdir: Path, *, rates: Sequence[float], duration_s: float, 
             progress(f"warm-up: {warmup:,} interactions...")
             send(producer, records, warmup, 20_000)
             # Caught up (offsets committed to the end) before the clock starts, then quiet.
-            wait_caught_up(worker.settings, {worker.settings.graph_group_id:
-                                             [worker.settings.topic(PINS_INTERACTIONS.name)]}, 300)
+            interactions = [worker.settings.topic(PINS_INTERACTIONS.name)]
+            groups = {worker.settings.graph_group_id: interactions}
+            if worker.settings.feed_live_process:  # its patches of the warm-up are not the phase's
+                groups[worker.settings.live_group_id] = interactions
+            wait_caught_up(worker.settings, groups, 300)
             # and every re-rank the warm-up owes is done: a phase measures its own work only
             wait_backlog_done(metrics_port, 300)
             follower.wait_quiet(300)

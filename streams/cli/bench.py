@@ -464,6 +464,8 @@ def feed_quality(users: int, pins: int, days: int, sessions: float, held_out: in
               help="The worker's feed_refresh_interval_s (coalescing per user).")
 @click.option("--rerank-share", type=click.FloatRange(min=0.01, max=1.0), default=None,
               help="The worker's feed_rerank_share  [default: the setting's default]")
+@click.option("--live-process/--no-live-process", default=None,
+              help="The worker's feed_live_process  [default: the setting's default]")
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("bench/cache/feed"),
               show_default=True, help="Private Redis, blobs, index and log of the bench's worker.")
@@ -471,7 +473,8 @@ def feed_quality(users: int, pins: int, days: int, sessions: float, held_out: in
               help="JSON result file  [default: bench/results/feed-<date>.json]")
 @reports_errors
 def feed(rates: str, duration: float, users: int, warmup: int, reads: int, refresh_interval: float,
-         rerank_share: float | None, seed: int, workdir: Path, out: Path | None) -> None:
+         rerank_share: float | None, live_process: bool | None, seed: int, workdir: Path,
+         out: Path | None) -> None:
     """Interaction -> feed refreshed in Redis p50/p99 at sustained rates, and feed read p99, beside
     bare confluent-kafka produce->consume and bare redis ZREVRANGE."""
     from streams.bench.feed import (
@@ -495,11 +498,13 @@ def feed(rates: str, duration: float, users: int, warmup: int, reads: int, refre
     with screen.status("preparing...") as status:
         result = run_feed_bench(workdir, rates=wanted, duration_s=duration, users=users, warmup=warmup,
                                 reads=reads, seed=seed, refresh_interval_s=refresh_interval,
-                                rerank_share=rerank_share,
+                                rerank_share=rerank_share, live_process=live_process,
                                 progress=status.update)
     command = (f"pinstream bench feed --rates {rates} --duration {duration:g} --users {users} --warmup "
                f"{warmup} --reads {reads} --refresh-interval {refresh_interval:g} --seed {seed}"
-               + (f" --rerank-share {rerank_share:g}" if rerank_share is not None else ""))
+               + (f" --rerank-share {rerank_share:g}" if rerank_share is not None else "")
+               + ("" if live_process is None else " --live-process" if live_process
+                  else " --no-live-process"))
     refresh, read = result_rows(result)
     load = ", ".join(f"{one[0]:.1f}" for one in result.load)
     print_table(screen, "Interaction -> feed changed in Redis (per change, its oldest interaction)",
@@ -517,7 +522,8 @@ def feed(rates: str, duration: float, users: int, warmup: int, reads: int, refre
                          f"{phase.batches['records_mean']:.0f} records each; mean ms: {timings}; "
                          f"{phase.batches['gc_full']:.0f} full GCs, "
                          f"{phase.batches['gc_full_pause_ms']:.0f} ms each; worker CPU "
-                         f"{phase.batches.get('cpu_s', 0.0):.1f} s, "
+                         f"{phase.batches.get('cpu_s', 0.0):.1f} s (live patch process "
+                         f"{phase.batches.get('live_cpu_s', 0.0):.1f} s), "
                          f"{phase.batches.get('cpu_us_per_record', 0.0):.0f} us per interaction")
     for phase in result.phases:
         figures = phase.to_json()

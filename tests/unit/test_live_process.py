@@ -11,6 +11,7 @@ from sinks.hbase_graph import Edge, RowWrite
 from sinks.pool_metrics import POOL_EXHAUSTED, POOL_IN_USE
 from streams.live_process import (
     FORGET,
+    LIVE_CPU,
     LIVE_PATCHES,
     LIVE_PUSHES_LOST,
     PUSH_QUEUE,
@@ -19,7 +20,7 @@ from streams.live_process import (
     parse_rows,
     rows_line,
 )
-from streams.settings import load_settings
+from streams.settings import Settings, load_settings
 
 
 def _value(counter: object, *labels: str) -> float:
@@ -45,7 +46,7 @@ def test_user_and_pin_row_writes_cross_the_pipe_exactly_and_nothing_else_does() 
 def test_reports_cross_the_pipe() -> None:
     report = LiveReport(LiveTally([0.05, 0.2], patched=2, planned=3, failed=0, announced=1, skipped=4,
                                   batches=2, records=9), assigned=6, rows_cells=120, rows_read=8,
-                        pools=[("pinstream_pool_in_use", "redis", 1.0)])
+                        pools=[("pinstream_pool_in_use", "redis", 1.0)], cpu_s=1.25)
     assert LiveReport.from_json(json.loads(report.to_line())["report"]) == report
 
 
@@ -70,16 +71,26 @@ def test_reports_become_the_workers_metrics() -> None:
     announced_before = _value(LIVE_ANNOUNCEMENTS)
     patched_before, unpatched_before = _value(LIVE_PATCHES, "patched"), _value(LIVE_PATCHES, "unpatched")
     exhausted_before = _value(POOL_EXHAUSTED, "redis@live")
-    for exhausted in (2.0, 5.0):  # the process sends its counters' totals: the worker adds the growth
+    cpu_before = _value(LIVE_CPU)
+    # The process sends its counters' totals: the worker adds the growth (all of a total that
+    # fell: a new process).
+    for exhausted, cpu in ((2.0, 1.5), (5.0, 2.0), (5.0, 0.25)):
         live._export(LiveReport(LiveTally([0.03, 0.04], patched=2, planned=3, announced=1), assigned=4,
                                 rows_cells=10, rows_read=1,
                                 pools=[("pinstream_pool_in_use", "redis", 3.0),
-                                       ("pinstream_pool_exhausted", "redis", exhausted)]))
+                                       ("pinstream_pool_exhausted", "redis", exhausted)], cpu_s=cpu))
     lags = next(s.value for s in FEED_LIVE_LAG.collect()[0].samples if s.name.endswith("_count"))
-    assert lags - lags_before == 4
-    assert _value(LIVE_ANNOUNCEMENTS) - announced_before == 2
-    assert _value(LIVE_PATCHES, "patched") - patched_before == 4
-    assert _value(LIVE_PATCHES, "unpatched") - unpatched_before == 2
+    assert lags - lags_before == 6
+    assert _value(LIVE_ANNOUNCEMENTS) - announced_before == 3
+    assert _value(LIVE_PATCHES, "patched") - patched_before == 6
+    assert _value(LIVE_PATCHES, "unpatched") - unpatched_before == 3
+    assert _value(LIVE_CPU) - cpu_before == 2.25
     assert _value(POOL_IN_USE, "redis@live") == 3.0
     assert _value(POOL_EXHAUSTED, "redis@live") - exhausted_before == 5.0
     assert live.assigned == 4 and not live.ready  # holding partitions, but no process running
+
+
+def test_the_process_gets_the_workers_settings_secrets_included() -> None:
+    settings = load_settings(None, topic_prefix="t1.", sasl_password="s3cret", feed_live_rows_ttl_s=12.5)
+    line = json.dumps({"settings": settings.for_child()})
+    assert Settings(**json.loads(line)["settings"]) == settings

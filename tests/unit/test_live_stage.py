@@ -4,6 +4,8 @@ beside it out to the cache; records it cannot use are counted and skipped, failu
 from __future__ import annotations
 
 import asyncio
+import copy
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -12,7 +14,7 @@ from typing import Any
 from processors.feed_patch import PatchParams
 from processors.live_patches import LivePatcher
 from processors.live_rows import LiveRows
-from processors.live_stage import LivePatchStage
+from processors.live_stage import ANNOUNCE_IN_BATCH, LivePatchStage, LiveTally
 from sinks.hbase_graph import Edge, StoredRow
 from sinks.redis import FeedPatch
 from streams.codec import AvroCodec
@@ -142,3 +144,35 @@ def test_patched_feeds_are_announced_at_once_then_once_per_interval() -> None:
     assert [(key, event.model) for key, event in producer.sent] == [("alice", "pixie+live")]
     assert stage.take_tally().announced == 1
     assert len(cache.patches) == 2  # both patches landed; one announcement covers them
+
+
+def test_a_report_taken_while_a_batch_waits_on_redis_loses_nothing() -> None:
+    class SlowCache(FakeCache):
+        def patch_feeds(self, patches: list[FeedPatch]) -> list[int | None]:
+            time.sleep(0.2)  # the reporter takes its tally meanwhile
+            return super().patch_feeds(patches)
+
+    stage = _stage(FakeStore({"user:alice": {}}), SlowCache({"alice"}))
+
+    async def scenario() -> list[LiveTally]:
+        save = _record(_interaction("alice", "p2", InteractionAction.SAVE), 1)
+        batch = asyncio.create_task(stage.process([save]))
+        await asyncio.sleep(0.1)
+        first = copy.deepcopy(stage.take_tally())  # as sent: later changes to it would be lost
+        await batch
+        return [first, stage.take_tally()]
+
+    tallies = asyncio.run(scenario())
+    assert sum(t.patched for t in tallies) == 1 and sum(len(t.lags) for t in tallies) == 1
+    assert sum(t.announced for t in tallies) == 1 and sum(t.records for t in tallies) == 1
+
+
+def test_a_batch_announces_a_few_feeds_at_once_and_leaves_the_rest_for_later() -> None:
+    users = [f"u{i:02d}" for i in range(ANNOUNCE_IN_BATCH + 3)]
+    cache = FakeCache(set(users))
+    stage = _stage(FakeStore({}), cache)
+    asyncio.run(stage.process([_record(_interaction(u, "p2", InteractionAction.SAVE), i)
+                               for i, u in enumerate(users)]))
+    assert stage.take_tally().announced == ANNOUNCE_IN_BATCH
+    assert asyncio.run(stage.announce(2)) == 2
+    assert asyncio.run(stage.announce()) == 1
