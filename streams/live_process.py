@@ -2,12 +2,14 @@
 own main (started by the worker, never by hand).
 
 The worker talks to it over the child's stdin and stdout, one JSON object per line:
-- in: `{"settings": ...}` first (the worker's, secrets included: the pipe is private), then
-  `{"rows": [[row, {column: [weight, updated_ms]}, [deleted column, ...]], ...]}` for the user and
-  pin rows the interaction stage wrote, or `{"forget": true}` when pushes had to be dropped;
+- in: `{"settings": ..., "log_level": ...}` first (the worker's, secrets included: the pipe is
+  private); then `{"rows": [[row, {column: [weight, updated_ms]}, [deleted column, ...]], ...]}`
+  for the user and pin rows the interaction stage wrote, or `{"forget": true}` when pushes had
+  to be dropped;
 - out: `{"report": ...}` about twice a second: what the process did (its patch lags are observed
   in the worker's own `pinstream_feed_live_lag_seconds`), its partitions and its pools.
-Its logs go to the worker's stderr. Closing its stdin stops it (after the batch in flight).
+Its logs go to the worker's stderr, at the worker's level. Closing its stdin stops it (after the
+batch in flight).
 
 Entry point only: nothing imports it but the worker runtime.
 """
@@ -202,7 +204,9 @@ class LivePatchProcess:
         """Settings first, then the pushes, until the child ends or the worker stops (then the
         child's stdin is closed: that stops it)."""
         try:
-            stdin.write(json.dumps({"settings": self.settings.for_child()}).encode() + b"\n")
+            first = {"settings": self.settings.for_child(),
+                     "log_level": logging.getLogger().getEffectiveLevel()}  # the worker's --loglevel
+            stdin.write(json.dumps(first).encode() + b"\n")
             stdin.flush()
             while not self._stopping.is_set() and child.poll() is None:
                 try:
@@ -349,8 +353,9 @@ def main() -> None:
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     stdin = sys.stdin.buffer
-    settings = Settings(**json.loads(stdin.readline())["settings"])
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+    first = json.loads(stdin.readline())
+    settings = Settings(**first["settings"])
+    logging.basicConfig(level=int(first.get("log_level", logging.INFO)), stream=sys.stderr,
                         format=f"[%(asctime)s] [{os.getpid()}] [%(levelname)s] live patches: %(message)s")
     log.info("started (group %s)", settings.live_group_id)
     with contextlib.suppress(KeyboardInterrupt):
