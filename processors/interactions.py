@@ -32,7 +32,7 @@ from sinks.hbase import store_unreachable
 from sinks.redis import FeedCache
 from streams.codec import AvroCodec
 from streams.deadletter import DeadLetterWriter, RawRecord
-from streams.errors import ContractError, DeliveryError, PinstreamError, SinkError
+from streams.errors import ContractError, DeliveryError, SinkError
 from streams.events import ConsumedRecord, FeedUpdated, InteractionAction, PinInteraction, Stage
 from streams.metrics import REGISTRY
 from streams.producer import EventProducer
@@ -326,14 +326,8 @@ class InteractionStage:
         while True:
             planned = await self._next_patches()
             if planned:
-                try:
-                    await asyncio.to_thread(self.live_patcher.apply, planned)
-                except PinstreamError as exc:
-                    log.warning("live feed patches not applied (the re-rank will come): %s", exc)
-            try:
-                await asyncio.to_thread(self.live_patcher.announce_due)
-            except PinstreamError as exc:  # the users' re-ranks are announced anyway
-                log.warning("live-patched feeds not announced: %s", exc)
+                await asyncio.to_thread(self.live_patcher.apply, planned)
+            await asyncio.to_thread(self.live_patcher.announce_due)
 
     async def _next_patches(self) -> list[PlannedPatch]:
         """All the planned patches that queued, waiting for some at most a second (or half an

@@ -7,6 +7,7 @@ most once per user per interval, read back whole from the cache.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from prometheus_client import Counter, Histogram
 
 from processors.feed_patch import PlannedPatch
 from sinks.redis import FeedPatch
+from streams.errors import PinstreamError
 from streams.events import FeedItem, FeedUpdated
 from streams.metrics import REGISTRY
 from streams.topics import FEEDS_UPDATED, HEADER_FEED_CHANGE, HEADER_SOURCE_TIMESTAMP
@@ -34,6 +36,8 @@ LIVE_ANNOUNCEMENTS = Counter(
     "Live-patched feeds announced on feeds.updated.v1 (at most one per user per interval).",
     registry=REGISTRY,
 )
+log = logging.getLogger(__name__)
+
 LIVE_ANNOUNCE_MAX = 100  # live-patched feeds read back and announced per round
 
 
@@ -98,10 +102,15 @@ class LivePatcher:
         self.live = RefreshPlan(announce_interval_s)
         self._lock = threading.Lock()
 
-    def apply(self, planned: Sequence[PlannedPatch]) -> list[float]:
-        """Patch the feeds (raises PinstreamError when Redis fails); returns the lag of each patch
-        that landed, also observed in `pinstream_feed_live_lag_seconds`."""
-        sizes = self.cache.patch_feeds([p.patch for p in planned])
+    def apply(self, planned: Sequence[PlannedPatch]) -> list[float] | None:
+        """Patch the feeds; returns the lag of each patch that landed, also observed in
+        `pinstream_feed_live_lag_seconds`. None when Redis failed: only logged, since the users
+        are marked stale and their re-rank still comes."""
+        try:
+            sizes = self.cache.patch_feeds([p.patch for p in planned])
+        except PinstreamError as exc:
+            log.warning("live feed patches not applied (the re-rank will come): %s", exc)
+            return None
         return self.patched(planned, sizes)
 
     def patched(self, planned: Sequence[PlannedPatch], sizes: Sequence[int | None]) -> list[float]:
@@ -120,13 +129,18 @@ class LivePatcher:
 
     def announce_due(self, limit: int = LIVE_ANNOUNCE_MAX) -> int:
         """Publish up to `limit` live-patched feeds that are due as FeedUpdated (model
-        `<ranker>+live`); returns how many. Raises PinstreamError when the feeds cannot be read."""
+        `<ranker>+live`); returns how many. When the feeds cannot be read back it only logs: the
+        users' re-ranks are announced anyway."""
         with self._lock:
             due = self.live.due(time.monotonic(), limit)
         if not due:
             return 0
         users = list(due)
-        feeds = self.cache.read_feeds(users)
+        try:
+            feeds = self.cache.read_feeds(users)
+        except PinstreamError as exc:
+            log.warning("live-patched feeds not announced: %s", exc)
+            return 0
         announced = 0
         for user, feed in zip(users, feeds, strict=True):
             if feed is not None:

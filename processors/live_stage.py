@@ -111,14 +111,11 @@ class LivePatchStage:
         if not planned:
             return
         self.tally.planned += len(planned)
-        try:
-            lags = await asyncio.to_thread(self.patcher.apply, planned)
-        except PinstreamError as exc:
-            log.warning("live feed patches not applied (the re-rank will come): %s", exc)
+        lags = await asyncio.to_thread(self.patcher.apply, planned)
+        started = self.tally.lap("patch", started)
+        if lags is None:  # Redis failed (logged)
             self.tally.failed += len(planned)
             return
-        finally:
-            started = self.tally.lap("patch", started)
         self.tally.patched += len(lags)
         self.tally.lags.extend(lags)
         # A few at once, as the stage did (a re-rank coming a moment later would otherwise be what
@@ -131,11 +128,7 @@ class LivePatchStage:
     async def announce(self, limit: int = LIVE_ANNOUNCE_MAX) -> int:
         """Announce up to `limit` patched feeds that are due (the process's reporter calls it
         between batches too)."""
-        try:
-            announced = await asyncio.to_thread(self.patcher.announce_due, limit)
-        except PinstreamError as exc:  # the users' re-ranks are announced anyway
-            log.warning("live-patched feeds not announced: %s", exc)
-            return 0
+        announced = await asyncio.to_thread(self.patcher.announce_due, limit)
         self.tally.announced += announced
         return announced
 

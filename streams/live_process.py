@@ -91,7 +91,6 @@ class LiveReport:
     tally: LiveTally
     assigned: int  # interaction partitions the process holds
     rows_cells: int
-    rows_read: int
     pools: list[tuple[str, str, float]] = field(default_factory=list)  # (family, pool, value)
     cpu_s: float = 0.0  # the process's CPU seconds so far
 
@@ -101,8 +100,7 @@ class LiveReport:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LiveReport:
         return cls(LiveTally(**data["tally"]), int(data["assigned"]), int(data["rows_cells"]),
-                   int(data["rows_read"]), [(str(f), str(p), float(v)) for f, p, v in data["pools"]],
-                   float(data["cpu_s"]))
+                   [(str(f), str(p), float(v)) for f, p, v in data["pools"]], float(data["cpu_s"]))
 
 
 def rows_line(writes: Sequence[RowWrite]) -> bytes | None:
@@ -323,7 +321,7 @@ async def serve(settings: Settings, stdin: IO[bytes], out: IO[bytes]) -> None:
             await stage.announce(ANNOUNCE_PER_REPORT)
             producer.poll(0)
             tally = stage.take_tally()
-            out.write(LiveReport(tally, consumer.assigned, rows.cells, rows.reads, pool_samples(),
+            out.write(LiveReport(tally, consumer.assigned, rows.cells, pool_samples(),
                                  time.process_time()).to_line())
             out.flush()
             summary = summary.plus(tally)

@@ -45,7 +45,7 @@ def test_user_and_pin_row_writes_cross_the_pipe_exactly_and_nothing_else_does() 
 
 def test_reports_cross_the_pipe() -> None:
     report = LiveReport(LiveTally([0.05, 0.2], patched=2, planned=3, failed=0, announced=1, skipped=4,
-                                  batches=2, records=9), assigned=6, rows_cells=120, rows_read=8,
+                                  batches=2, records=9), assigned=6, rows_cells=120,
                         pools=[("pinstream_pool_in_use", "redis", 1.0)], cpu_s=1.25)
     assert LiveReport.from_json(json.loads(report.to_line())["report"]) == report
 
@@ -76,7 +76,7 @@ def test_reports_become_the_workers_metrics() -> None:
     # fell: a new process).
     for exhausted, cpu in ((2.0, 1.5), (5.0, 2.0), (5.0, 0.25)):
         live._export(LiveReport(LiveTally([0.03, 0.04], patched=2, planned=3, announced=1), assigned=4,
-                                rows_cells=10, rows_read=1,
+                                rows_cells=10,
                                 pools=[("pinstream_pool_in_use", "redis", 3.0),
                                        ("pinstream_pool_exhausted", "redis", exhausted)], cpu_s=cpu))
     lags = next(s.value for s in FEED_LIVE_LAG.collect()[0].samples if s.name.endswith("_count"))
