@@ -37,6 +37,7 @@ from streams.events import (
     NodeType,
     PinCreated,
     PinInteraction,
+    uuid4_of_digest,
 )
 from streams.settings import Settings
 
@@ -230,7 +231,7 @@ class GraphBatch:
 def delta_id(cause: uuid.UUID, c: Contribution) -> uuid.UUID:
     """A delta's id, derived from its cause and edge: a recomputation publishes the same ids."""
     edge = f"{c.row}|{c.column}|{c.at_ms}|{'+' if c.weight > 0 else '-'}".encode()
-    return uuid.UUID(bytes=blake2b(cause.bytes + edge, digest_size=16).digest(), version=4)
+    return uuid4_of_digest(blake2b(cause.bytes + edge, digest_size=16).digest())
 
 
 class GraphProcessor:

@@ -43,7 +43,7 @@ from sinks.pool_metrics import POOL_EXHAUSTED, POOL_IDLE, POOL_IN_USE, POOL_LEAK
 from sinks.redis import FeedCache
 from streams.events import NodeType
 from streams.interaction_consumer import InteractionConsumer
-from streams.metrics import REGISTRY
+from streams.metrics import REGISTRY, freeze_heap
 from streams.producer import EventProducer
 from streams.registry import build_codec
 from streams.settings import Settings
@@ -307,6 +307,9 @@ async def serve(settings: Settings, stdin: IO[bytes], out: IO[bytes]) -> None:
     stop = asyncio.Event()
     threading.Thread(target=_receive, args=(stdin, rows, stop, asyncio.get_running_loop()),
                      name="live-patch-receiver", daemon=True).start()
+    # The collector as the worker sets it up: with the defaults, young collections every 700
+    # allocations and full ones scanning the row cache cost a large share of the decode.
+    freeze_heap()
     consumer = await asyncio.to_thread(
         InteractionConsumer, settings, stage, group_id=settings.live_group_id, legacy_group="",
         topics=[settings.topic(PINS_INTERACTIONS.name)],

@@ -11,12 +11,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.avro_readers import compile_event_reader
+from streams.avro_readers import Unreadable, compile_event_reader, parse_uuid, read_long
+from streams.avro_writers import zigzag_varint
 from streams.campaigns.strategies import RECORDS, mutation
 from streams.codec import AvroCodec
 from streams.contracts import contracts
 from streams.errors import ContractError
-from streams.events import EVENT_TYPES, Event, FeedUpdated, InteractionAction, PinInteraction
+from streams.events import (
+    EVENT_TYPES,
+    Event,
+    FeedUpdated,
+    InteractionAction,
+    PinInteraction,
+    uuid4_of_digest,
+    uuid_of_int,
+)
 
 CODEC = AvroCodec()
 READABLE = sorted(name for name in contracts().names() if name in EVENT_TYPES
@@ -76,3 +85,44 @@ def test_trailing_bytes_are_still_refused() -> None:
     with pytest.raises(ContractError) as error:
         CODEC.decode_event(data + b"\x00")
     assert error.value.reason == "trailing_bytes"
+
+
+@settings(max_examples=300)
+@given(st.binary(min_size=16, max_size=16))
+def test_fast_uuids_equal_the_library_ones(digest: bytes) -> None:
+    made = uuid4_of_digest(digest)
+    expected = uuid.UUID(bytes=digest, version=4)
+    assert made == expected and hash(made) == hash(expected) and str(made) == str(expected)
+    assert made.version == 4 and made.is_safe is expected.is_safe
+    assert uuid_of_int(expected.int) == expected
+    assert parse_uuid(str(expected)) == expected and parse_uuid(str(expected).upper()) == expected
+
+
+@pytest.mark.parametrize("text", ["{12345678-1234-5678-1234-567812345678}",
+                                  "12345678123456781234567812345678",
+                                  "urn:uuid:12345678-1234-5678-1234-567812345678"])
+def test_other_uuid_forms_are_read_as_the_library_reads_them(text: str) -> None:
+    assert parse_uuid(text) == uuid.UUID(text)
+
+
+@pytest.mark.parametrize("text", ["12345678-1234-5678-1234-56781234567g",
+                                  "12345678-1234-5678-1234-5678123456",
+                                  "not a uuid at all, thirty-six chars!"])
+def test_malformed_uuids_raise_as_the_library_does(text: str) -> None:
+    with pytest.raises(ValueError):
+        uuid.UUID(text)
+    with pytest.raises(ValueError):
+        parse_uuid(text)
+
+
+@given(st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1))
+def test_longs_read_back_as_written(value: int) -> None:
+    data = zigzag_varint(value) + b"\x07"
+    assert read_long(data, 0) == (value, len(data) - 1)
+
+
+def test_an_overlong_or_truncated_varint_is_not_read() -> None:
+    with pytest.raises(Unreadable):
+        read_long(b"\xff" * 11 + b"\x01", 0)
+    with pytest.raises(IndexError):
+        read_long(b"\xff\xff", 0)
