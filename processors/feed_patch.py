@@ -54,8 +54,35 @@ class PlannedPatch:
     oldest_ms: int | None  # the earliest record the patch covers
 
 
+class RelatedCache:
+    """`_related` per pin row version, for rows that are replaced, never changed in place (the
+    live patch process's copy-on-write rows): a pin's strongest co-engaged neighbours and their
+    shares do not depend on the moment they are computed at (every column decays by the same
+    factor), so they change only when the row does. At most `max_pins` pins, then it starts over."""
+
+    def __init__(self, max_pins: int = 50_000) -> None:
+        self.max_pins = max_pins
+        self._entries: dict[str, tuple[Mapping[str, Edge], list[tuple[str, float]]]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def related(self, pin: str, row: Mapping[str, Edge], params: PatchParams, now_ms: int
+                ) -> list[tuple[str, float]]:
+        entry = self._entries.get(pin)
+        if entry is not None and entry[0] is row:  # the very row object: nothing changed
+            self.hits += 1
+            return entry[1]
+        self.misses += 1
+        result = _related(row, params, now_ms)
+        if len(self._entries) >= self.max_pins:
+            self._entries.clear()
+        self._entries[pin] = (row, result)
+        return result
+
+
 def plan_patches(interactions: Sequence[TimedInteraction], rows: Callable[[str], Mapping[str, Edge] | None],
-                 params: PatchParams, now_ms: int) -> list[PlannedPatch]:
+                 params: PatchParams, now_ms: int, related_cache: RelatedCache | None = None
+                 ) -> list[PlannedPatch]:
     """One patch per user whose interactions change the feed (engagements, hides), in the order
     users first appear; impressions and other weightless actions change nothing here."""
     if params.related <= 0:
@@ -70,7 +97,8 @@ def plan_patches(interactions: Sequence[TimedInteraction], rows: Callable[[str],
     related: dict[str, list[tuple[str, float]]] = {}  # per engaged pin, once per batch
     for user, items in by_user.items():
         remove = list(dict.fromkeys(item.event.pin_id for item in items))
-        shown_not = _not_shown(rows(node_key(NodeType.USER, user)) or {}, params, now_ms) | set(remove)
+        user_row = rows(node_key(NodeType.USER, user)) or {}
+        removed = set(remove)
         lifts: dict[str, tuple[float, str]] = {}
         for item in items:
             weight = params.action_weights.get(item.event.action, 0.0)
@@ -78,9 +106,11 @@ def plan_patches(interactions: Sequence[TimedInteraction], rows: Callable[[str],
                 continue
             source = item.event.pin_id
             if source not in related:
-                related[source] = _related(rows(node_key(NodeType.PIN, source)) or {}, params, now_ms)
+                pin_row = rows(node_key(NodeType.PIN, source)) or {}
+                related[source] = (_related(pin_row, params, now_ms) if related_cache is None
+                                   else related_cache.related(source, pin_row, params, now_ms))
             for pin, share in related[source]:
-                if pin in shown_not:
+                if pin in removed or _not_shown(user_row.get(_PIN_PREFIX + pin), params, now_ms):
                     continue
                 score = weight / strongest * share
                 if score > lifts.get(pin, (0.0, ""))[0]:
@@ -92,15 +122,13 @@ def plan_patches(interactions: Sequence[TimedInteraction], rows: Callable[[str],
     return planned
 
 
-def _not_shown(user_row: Mapping[str, Edge], params: PatchParams, now_ms: int) -> set[str]:
-    """Pins the ranker would leave out of this user's feed: engaged enough, or hidden."""
-    out = set()
-    for column, edge in user_row.items():
-        if column.startswith(_PIN_PREFIX):
-            weight = edge.at(now_ms, params.half_life_ms)
-            if weight >= params.min_engaged_weight or weight < 0:
-                out.add(column[len(_PIN_PREFIX):])
-    return out
+def _not_shown(edge: Edge | None, params: PatchParams, now_ms: int) -> bool:
+    """Whether the ranker leaves out a pin with this edge from the user: engaged enough, or
+    hidden. Checked per candidate, not for the whole user row (a user may hold thousands)."""
+    if edge is None:
+        return False
+    weight = edge.at(now_ms, params.half_life_ms)
+    return weight >= params.min_engaged_weight or weight < 0
 
 
 def _related(pin_row: Mapping[str, Edge], params: PatchParams, now_ms: int) -> list[tuple[str, float]]:

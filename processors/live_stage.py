@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from processors.feed_patch import PatchParams, TimedInteraction, plan_patches
+from processors.feed_patch import PatchParams, RelatedCache, TimedInteraction, plan_patches
 from processors.live_patches import LIVE_ANNOUNCE_MAX, LivePatcher
 from processors.live_rows import LiveRows
 from sinks.hbase_graph import node_key
@@ -77,6 +77,7 @@ class LivePatchStage:
         self.params = params
         self.clock_ms = clock_ms
         self.tally = LiveTally()
+        self.related = RelatedCache()  # the rows are copy-on-write: a row's version is its object
 
     async def process(self, records: Sequence[RawRecord]) -> None:
         # Always `self.tally`, never a local name for it: the reporter swaps it while this awaits.
@@ -100,7 +101,7 @@ class LivePatchStage:
         except PinstreamError as exc:  # plan from what is cached; the re-rank still comes
             log.warning("live patches: graph rows not read (%s); planning from cached rows", exc)
         started = self.tally.lap("rows", started)
-        planned = plan_patches(timed, self.rows.peek, self.params, self.clock_ms())
+        planned = plan_patches(timed, self.rows.peek, self.params, self.clock_ms(), self.related)
         for item in timed:  # the next batch's patches must not lift these pins again
             weight = weights.get(item.event.action, 0.0)
             if weight:

@@ -79,15 +79,20 @@ class PinRecord:
     pending_embedding: str | None = None  # why the pin awaits a (re-)embedding, when it does
 
 
+_ONE_MS = timedelta(milliseconds=1)
+
+
 def millis(moment: datetime) -> int:
     """Milliseconds since the epoch (naive datetimes are taken as UTC), exact for event times."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
+    return (moment - _EPOCH) // _ONE_MS
 
 
 def from_millis(value: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=value)
+    # _EPOCH + timedelta(milliseconds=value), in whole seconds and microseconds: the same
+    # datetime, without the float arithmetic of the keyword (called per event and per delta).
+    return _EPOCH + timedelta(0, value // 1000, value % 1000 * 1000)
 
 
 def encode_neighbour(weight: float, updated_at: datetime) -> bytes:

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from processors.feed_patch import PatchParams, TimedInteraction, _related, plan_patches
+from processors.feed_patch import PatchParams, RelatedCache, TimedInteraction, _related, plan_patches
 from processors.graph_reader import CachedGraphReader
 from sinks.hbase_graph import Edge, group_edges
 from streams.events import InteractionAction, NodeType, PinInteraction
@@ -143,3 +143,29 @@ def test_the_strongest_related_pins_match_a_full_sort_of_the_decayed_row() -> No
         assert [pin for pin, _ in got] == [pin for _, pin in expected]
         if expected:
             assert [share for _, share in got] == [w / expected[0][0] for w, _ in expected]
+
+
+def test_related_pins_are_computed_once_per_row_version_and_give_the_uncached_plan() -> None:
+    cache = RelatedCache(max_pins=3)
+    rows = dict(ROWS)
+    batch = [act("u1", "p1", InteractionAction.SAVE), act("u2", "p2", InteractionAction.CLICK)]
+    uncached = plan_patches(batch, rows_of(rows), PARAMS, NOW)
+    assert plan_patches(batch, rows_of(rows), PARAMS, NOW, cache) == uncached
+    # An hour later, rows unchanged: the same lifts, read from the cache.
+    assert plan_patches(batch, rows_of(rows), PARAMS, NOW + 3_600_000, cache) == uncached
+    assert (cache.hits, cache.misses) == (2, 2)
+    # A new version of p1's row (rows are replaced, never changed in place) is computed again.
+    rows["pin:p1"] = {**ROWS["pin:p1"], "pin:d": Edge(9.0, NOW)}
+    [changed, _] = plan_patches(batch, rows_of(rows), PARAMS, NOW, cache)
+    assert changed.patch.lift[0] == ("d", 1.0, "live:p1") and cache.misses == 3
+    # Bounded: a fourth pin starts the cache over.
+    for pin in ("p3", "p4"):
+        rows[f"pin:{pin}"] = {"pin:a": Edge(1.0, NOW)}
+        plan_patches([act("u1", pin, InteractionAction.SAVE)], rows_of(rows), PARAMS, NOW, cache)
+    assert len(cache._entries) == 1
+
+
+def test_a_pin_the_user_engaged_long_ago_is_lifted_again_once_its_weight_decayed() -> None:
+    rows = {**ROWS, "user:u1": {"pin:b": Edge(1.0, NOW - 4 * 7 * 86_400_000)}}  # four half-lives
+    [planned] = plan_patches([act("u1", "p1", InteractionAction.SAVE)], rows_of(rows), PARAMS, NOW)
+    assert [pin for pin, _, _ in planned.patch.lift] == ["a", "b", "c"]

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sinks.hbase import (
     decode_neighbour,
@@ -86,3 +88,10 @@ def test_error_descriptions_keep_one_short_line() -> None:
     java_trace = "org.apache.hadoop.hbase.TableNotFoundException: x\n\tat org.apache...\n" * 50
     text = describe(OSError(java_trace))
     assert "\n" not in text and text.startswith("OSError: org.apache.hadoop.hbase.TableNotFound")
+
+
+@given(st.integers(min_value=-62_135_596_800_000 + 86_400_000, max_value=253_402_300_799_999))
+def test_from_millis_is_the_epoch_plus_that_many_milliseconds(value: int) -> None:
+    moment = from_millis(value)
+    assert moment == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=value)
+    assert millis(moment) == value
