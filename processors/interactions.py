@@ -134,6 +134,9 @@ class InteractionStage:
         self.rerank_share_behind = rerank_share if rerank_share_behind is None else rerank_share_behind
         self.behind_s = behind_s
         self.behind = False
+        # Whether another consumer of the machine's CPU is behind too (the live patch process):
+        # re-ranks then keep to rerank_share_behind as well.
+        self.others_behind: Callable[[], bool] = lambda: False
         self.patches = patches
         # Live-patched feeds owed an announcement (at most one per user per interval): each
         # announcement reads the whole feed back and encodes its 200 items (~0.5-1 ms of CPU);
@@ -413,7 +416,7 @@ class InteractionStage:
         started: list[float] = []
 
         def before_each() -> None:
-            share = self.rerank_share_behind if self.behind else self.rerank_share
+            share = self.rerank_share_behind if self.behind or self.others_behind() else self.rerank_share
             if started and share < 1.0:
                 spent = time.perf_counter() - started[0]
                 time.sleep(min(spent * (1.0 / share - 1.0), _RERANK_PAUSE_MAX_S))

@@ -127,6 +127,10 @@ class LivePatchProcess:
         self.restarts = 0
         self.assigned = 0
         self.reports = 0
+        # Whether the last report's batches started late: their oldest records waited more than
+        # feed_rerank_behind_ms on average. The worker's re-ranks then keep to their smaller share.
+        self.behind = False
+        self._behind_s = settings.feed_rerank_behind_ms / 1000
         self._pushes: queue.Queue[bytes] = queue.Queue(PUSH_QUEUE)
         self._lost = False
         self._stopping = threading.Event()
@@ -172,7 +176,8 @@ class LivePatchProcess:
 
     def health(self) -> dict[str, Any]:
         return {"pid": self._child.pid if self._child else None, "alive": self.alive,
-                "partitions": self.assigned, "restarts": self.restarts, "reports": self.reports}
+                "partitions": self.assigned, "restarts": self.restarts, "reports": self.reports,
+                "behind": self.behind}
 
     # --- internals --------------------------------------------------------------------------------
 
@@ -239,6 +244,10 @@ class LivePatchProcess:
         self.reports += 1
         self.assigned = report.assigned
         tally = report.tally
+        if tally.batches:  # no batch in half a second: nothing waited
+            self.behind = tally.phase_s.get("wait", 0.0) / tally.batches > self._behind_s
+        else:
+            self.behind = False
         for lag in tally.lags:
             FEED_LIVE_LAG.observe(lag)
         LIVE_ANNOUNCEMENTS.inc(tally.announced)

@@ -87,6 +87,8 @@ class WorkerRuntime:
         if settings.feed_live_process:
             live = LivePatchProcess(settings)
             interactions.graph.on_written = live.push
+            # Patches are what meets the feed SLO: when they fall behind, re-ranks give way.
+            interactions.others_behind = lambda: live.behind
         return cls(settings, codec, embedder, batcher, store, producer, stage, follower, search,
                    interactions, live=live)
 

@@ -94,3 +94,16 @@ def test_the_process_gets_the_workers_settings_secrets_included() -> None:
     settings = load_settings(None, topic_prefix="t1.", sasl_password="s3cret", feed_live_rows_ttl_s=12.5)
     line = json.dumps({"settings": settings.for_child()})
     assert Settings(**json.loads(line)["settings"]) == settings
+
+
+def test_the_process_counts_as_behind_while_its_batches_start_late() -> None:
+    live = LivePatchProcess(load_settings(feed_rerank_behind_ms=100))
+    late = LiveTally(batches=4, records=400, phase_s={"wait": 0.6})  # 150 ms a batch
+    prompt = LiveTally(batches=4, records=400, phase_s={"wait": 0.2})  # 50 ms a batch
+    live._export(LiveReport(late, assigned=1, rows_cells=0))
+    assert live.behind and live.health()["behind"] is True
+    live._export(LiveReport(prompt, assigned=1, rows_cells=0))
+    assert not live.behind
+    live._export(LiveReport(late, assigned=1, rows_cells=0))
+    live._export(LiveReport(LiveTally(), assigned=1, rows_cells=0))  # idle: nothing waited
+    assert not live.behind

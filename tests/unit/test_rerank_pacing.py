@@ -74,3 +74,20 @@ def test_within_a_re_rank_the_pause_waits_while_a_batch_is_processed() -> None:
     stage._between_batches.clear()
     threading.Timer(0.15, stage._between_batches.set).start()
     assert 0.1 <= stage._rerank_pause() < 2.0  # returns what it waited
+
+
+def test_while_the_live_patch_process_is_behind_re_ranks_take_the_smaller_share_too() -> None:
+    unused: Any = object()
+    producer: Any = SimpleNamespace(settings=load_settings())
+    stage = InteractionStage(graph=unused, feeds=unused, cache=unused, producer=producer, emitter=unused,
+                             codec=unused, refresh_interval_s=1.0, rerank_share=1.0,
+                             rerank_share_behind=0.2, behind_s=0.1)
+    live_behind = [False]
+    stage.others_behind = lambda: live_behind[0]
+    pacer = stage._rerank_pacer()
+    pacer()
+    _busy(0.03)
+    assert _timed(pacer) < 0.02
+    live_behind[0] = True  # the stage keeps up; the live patch process does not
+    _busy(0.03)
+    assert 0.1 <= _timed(pacer) < 0.5
