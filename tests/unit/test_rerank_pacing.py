@@ -53,12 +53,16 @@ def test_a_re_rank_waits_while_an_interaction_batch_is_processed() -> None:
     assert 0.15 <= _timed(pacer) < 2.0
 
 
-def test_while_the_stage_is_behind_re_ranks_take_the_smaller_share() -> None:
+def _stage_with_a_share_behind(share: float) -> InteractionStage:
     unused: Any = object()
     producer: Any = SimpleNamespace(settings=load_settings())
-    stage = InteractionStage(graph=unused, feeds=unused, cache=unused, producer=producer, emitter=unused,
-                             codec=unused, refresh_interval_s=1.0, rerank_share=1.0,
-                             rerank_share_behind=0.2, behind_s=0.1)
+    return InteractionStage(graph=unused, feeds=unused, cache=unused, producer=producer, emitter=unused,
+                            codec=unused, refresh_interval_s=1.0, rerank_share=1.0,
+                            rerank_share_behind=share, behind_s=0.1)
+
+
+def test_while_the_stage_is_behind_re_ranks_take_the_smaller_share() -> None:
+    stage = _stage_with_a_share_behind(0.2)
     pacer = stage._rerank_pacer()
     pacer()
     _busy(0.03)
@@ -77,11 +81,7 @@ def test_within_a_re_rank_the_pause_waits_while_a_batch_is_processed() -> None:
 
 
 def test_while_the_live_patch_process_is_behind_re_ranks_take_the_smaller_share_too() -> None:
-    unused: Any = object()
-    producer: Any = SimpleNamespace(settings=load_settings())
-    stage = InteractionStage(graph=unused, feeds=unused, cache=unused, producer=producer, emitter=unused,
-                             codec=unused, refresh_interval_s=1.0, rerank_share=1.0,
-                             rerank_share_behind=0.2, behind_s=0.1)
+    stage = _stage_with_a_share_behind(0.2)
     live_behind = [False]
     stage.others_behind = lambda: live_behind[0]
     pacer = stage._rerank_pacer()
