@@ -312,7 +312,8 @@ async def serve(settings: Settings, stdin: IO[bytes], out: IO[bytes]) -> None:
                     half_life_ms=params.half_life_ms)
     patcher = LivePatcher(cache, producer, model=FeedParams.from_settings(settings).model,
                           announce_interval_s=settings.feed_live_announce_interval_s)
-    stage = LivePatchStage(rows=rows, patcher=patcher, codec=codec, params=params)
+    stage = LivePatchStage(rows=rows, patcher=patcher, codec=codec, params=params,
+                           behind_s=settings.feed_rerank_behind_ms / 1000)
     stop = asyncio.Event()
     threading.Thread(target=_receive, args=(stdin, rows, stop, asyncio.get_running_loop()),
                      name="live-patch-receiver", daemon=True).start()
@@ -338,8 +339,9 @@ async def serve(settings: Settings, stdin: IO[bytes], out: IO[bytes]) -> None:
             out.flush()
             summary = summary.plus(tally)
             if summary.records and time.monotonic() - logged >= SUMMARY_EVERY_S:
-                log.info("%s; rows: %d cached, %d cells, %d read, %d pushes applied", summary.describe(),
-                         len(rows), rows.cells, rows.reads, rows.pushes)
+                log.info("%s; rows: %d cached, %d cells, %d read, %d pushes applied; related pins: "
+                         "%d computed, %d reused", summary.describe(), len(rows), rows.cells, rows.reads,
+                         rows.pushes, stage.related.misses, stage.related.hits)
                 summary, logged = LiveTally(), time.monotonic()
 
     async def stop_when_asked() -> None:
