@@ -147,17 +147,36 @@ def _array(items: FieldReader) -> FieldReader:
     def read(data: bytes, pos: int) -> tuple[tuple[Any, ...], int]:
         out: list[Any] = []
         while True:
-            count, pos = read_long(data, pos)
+            count, pos = _block_count(data, pos)
             if count == 0:
                 return tuple(out), pos  # events keep sequences as tuples
-            if count < 0:  # a block that gives its size in bytes too
-                count = -count
-                _, pos = read_long(data, pos)
             for _ in range(count):
                 item, pos = items(data, pos)
                 out.append(item)
 
     return read
+
+
+def _packed_array(code: str, size: int) -> FieldReader:
+    """An array of floats or doubles (embedding vectors): each block in one `struct` call."""
+    def read(data: bytes, pos: int) -> tuple[tuple[float, ...], int]:
+        out: tuple[float, ...] = ()
+        while True:
+            count, pos = _block_count(data, pos)
+            if count == 0:
+                return out, pos
+            out += struct.unpack_from(f"<{count}{code}", data, pos)  # struct.error when short
+            pos += count * size
+
+    return read
+
+
+def _block_count(data: bytes, pos: int) -> tuple[int, int]:
+    count, pos = read_long(data, pos)
+    if count < 0:  # a block that gives its size in bytes too
+        count = -count
+        _, pos = read_long(data, pos)
+    return count, pos
 
 
 def _field_reader(schema: Any, enum_type: type[StrEnum] | None,
@@ -187,6 +206,8 @@ def _field_reader(schema: Any, enum_type: type[StrEnum] | None,
         named[schema["name"]] = list(schema["symbols"])
         return _enum(schema["symbols"], enum_type)
     if kind == "array":
+        if schema["items"] in ("float", "double"):
+            return _packed_array("f", 4) if schema["items"] == "float" else _packed_array("d", 8)
         items = _field_reader(schema["items"], None, named)
         return None if items is None else _array(items)
     if isinstance(kind, str) and kind in _PRIMITIVES:
