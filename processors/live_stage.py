@@ -70,14 +70,12 @@ class LivePatchStage:
     """One batch: decode the interactions, read the rows they need, plan and apply the patches."""
 
     def __init__(self, *, rows: LiveRows, patcher: LivePatcher, codec: AvroCodec, params: PatchParams,
-                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000), behind_s: float = 0.1
-                 ) -> None:
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
         self.rows = rows
         self.patcher = patcher
         self.codec = codec
         self.params = params
         self.clock_ms = clock_ms
-        self.behind_s = behind_s
         self.tally = LiveTally()
         self.related = RelatedCache()  # the rows are copy-on-write: a row's version is its object
 
@@ -87,7 +85,6 @@ class LivePatchStage:
         self.tally.records += len(records)
         started = time.perf_counter()
         stamps = [r.timestamp_ms for r in records if r.timestamp_ms is not None]
-        waited = 0.0
         if stamps:  # how long the batch's oldest record waited for it
             waited = max(0.0, (self.clock_ms() - min(stamps)) / 1000)
             self.tally.phase_s["wait"] = self.tally.phase_s.get("wait", 0.0) + waited
@@ -126,9 +123,9 @@ class LivePatchStage:
         # the announcement reads back); the rest from the reporter, between batches. Each costs
         # ~1-2 ms (200 items read back and encoded): when a phase of traffic starts, every user's
         # first patch is due at once, and announcing them all here held patches back by seconds.
-        # Behind (the batch's oldest record waited past `behind_s`): none here, patches first.
-        if waited <= self.behind_s:
-            await self.announce(ANNOUNCE_IN_BATCH)
+        # Even when the batch started late: announced later, a feed would be read back after the
+        # re-rank that replaced it, and would no longer show the patch.
+        await self.announce(ANNOUNCE_IN_BATCH)
         self.tally.lap("announce", started)
 
     async def announce(self, limit: int = LIVE_ANNOUNCE_MAX) -> int:

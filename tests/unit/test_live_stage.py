@@ -177,13 +177,3 @@ def test_a_batch_announces_a_few_feeds_at_once_and_leaves_the_rest_for_later() -
     assert asyncio.run(stage.announce(2)) == 2
     assert asyncio.run(stage.announce()) == 1
 
-
-def test_a_batch_that_started_late_announces_nothing_and_leaves_it_for_later() -> None:
-    cache = FakeCache({"alice"})
-    stage = _stage(FakeStore({"user:alice": {}}), cache)
-    late = _record(_interaction("alice", "p2", InteractionAction.SAVE), 1)
-    late = RawRecord(late.topic, late.partition, late.offset, late.key, late.value, (), NOW_MS - 500)
-    asyncio.run(stage.process([late]))  # its record waited 500 ms, past the stage's 100 ms
-    tally = stage.take_tally()
-    assert tally.patched == 1 and tally.announced == 0  # patched at once, announced later
-    assert asyncio.run(stage.announce()) == 1
