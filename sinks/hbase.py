@@ -23,7 +23,7 @@ from thriftpy2.thrift import TException
 from sinks.hbase_metrics import HBASE_ERRORS, HBASE_ROWS, HBASE_SECONDS
 from sinks.pool import ConnectionPool, PoolConfig
 from streams.errors import ConfigError, InputError, SinkError
-from streams.events import PinCreated, PinEmbedding, utc_now
+from streams.events import PinCreated, PinEmbedding, datetime_of_millis, utc_now
 from streams.settings import Settings
 
 T = TypeVar("T")
@@ -89,10 +89,7 @@ def millis(moment: datetime) -> int:
     return (moment - _EPOCH) // _ONE_MS
 
 
-def from_millis(value: int) -> datetime:
-    # _EPOCH + timedelta(milliseconds=value), in whole seconds and microseconds: the same
-    # datetime, without the float arithmetic of the keyword (called per event and per delta).
-    return _EPOCH + timedelta(0, value // 1000, value % 1000 * 1000)
+from_millis = datetime_of_millis  # the inverse of `millis`
 
 
 def encode_neighbour(weight: float, updated_at: datetime) -> bytes:

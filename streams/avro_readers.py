@@ -17,16 +17,15 @@ import struct
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import fields as dataclass_fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from streams.events import Event, uuid_of_int
+from streams.events import Event, datetime_of_millis, uuid_of_int
 
 EventReader = Callable[[bytes, int], Event]
 FieldReader = Callable[[bytes, int], tuple[Any, int]]  # (data, position) -> (value, next position)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MISSING = object()
 _DOUBLE = struct.Struct("<d").unpack_from
 _FLOAT = struct.Struct("<f").unpack_from
@@ -105,8 +104,7 @@ def _read_uuid(data: bytes, pos: int) -> tuple[uuid.UUID, int]:
 
 def _read_timestamp(data: bytes, pos: int) -> tuple[datetime, int]:
     millis, pos = read_long(data, pos)
-    # What fastavro's logical reader returns (_EPOCH + timedelta(milliseconds=...)), sooner.
-    return _EPOCH + timedelta(0, millis // 1000, millis % 1000 * 1000), pos
+    return datetime_of_millis(millis), pos
 
 
 _PRIMITIVES: dict[str, FieldReader] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
@@ -23,6 +23,16 @@ def utc_now() -> datetime:
 
 def new_event_id() -> uuid.UUID:
     return uuid.uuid4()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def datetime_of_millis(value: int) -> datetime:
+    """The UTC datetime `value` ms after the epoch: `_EPOCH + timedelta(milliseconds=value)` (what
+    fastavro's timestamp-millis reader returns), in whole seconds and microseconds, without the
+    float arithmetic of the keyword (called per event read and per delta)."""
+    return _EPOCH + timedelta(0, value // 1000, value % 1000 * 1000)
 
 
 _NEW = object.__new__

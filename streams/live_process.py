@@ -244,10 +244,8 @@ class LivePatchProcess:
         self.reports += 1
         self.assigned = report.assigned
         tally = report.tally
-        if tally.batches:  # no batch in half a second: nothing waited
-            self.behind = tally.phase_s.get("wait", 0.0) / tally.batches > self._behind_s
-        else:
-            self.behind = False
+        # No batch in half a second: nothing waited.
+        self.behind = bool(tally.batches) and tally.phase_s.get("wait", 0.0) / tally.batches > self._behind_s
         for lag in tally.lags:
             FEED_LIVE_LAG.observe(lag)
         LIVE_ANNOUNCEMENTS.inc(tally.announced)
