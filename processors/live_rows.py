@@ -52,6 +52,14 @@ class LiveRows:
             entry = self._rows.get(key)
             return None if entry is None else entry[1]
 
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        """The keys among `keys` that `refresh` would read now (not cached, or older than `ttl_s`),
+        without reading them: a caller can skip handing `refresh` to a thread when none is."""
+        now = self.clock()
+        with self._lock:
+            return [key for key in dict.fromkeys(keys)
+                    if key not in self._reading and self._expired(key, now)]
+
     def refresh(self, keys: Iterable[str]) -> int:
         """Read the rows among `keys` that are not cached or are older than `ttl_s`; returns how
         many were read. Raises SinkError (nothing changed) when the store fails."""

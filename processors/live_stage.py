@@ -97,7 +97,11 @@ class LivePatchStage:
         keys += [node_key(NodeType.PIN, item.event.pin_id) for item in timed
                  if weights.get(item.event.action, 0.0) > 0]
         try:
-            await asyncio.to_thread(self.rows.refresh, keys)
+            # Most batches find every row cached: no thread hop then (under load, each hop is a
+            # wait for the scheduler as well).
+            missing = self.rows.missing(keys)
+            if missing:
+                await asyncio.to_thread(self.rows.refresh, missing)
         except PinstreamError as exc:  # plan from what is cached; the re-rank still comes
             log.warning("live patches: graph rows not read (%s); planning from cached rows", exc)
         started = self.tally.lap("rows", started)

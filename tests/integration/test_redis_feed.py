@@ -81,6 +81,21 @@ def test_feeds_are_written_capped_with_reasons_and_a_ttl(cache: FeedCache, raw: 
     assert cache.preferences("u1") == [("p1", 2.0), ("p9", 1.0)]
 
 
+def test_several_feeds_read_in_one_call_are_each_whole_with_reasons(cache: FeedCache,
+                                                                    raw: redis.Redis) -> None:
+    cache.write_feeds([feed("u1", [f"p{i}" for i in range(200)]), feed("u3", ["x", "y"], "trending")])
+    raw.hdel(cache.reasons_key("u3"), "y")  # a pin whose reason went missing reads as no reason
+
+    u1, nobody, u3 = cache.read_feeds(["u1", "nobody", "u3"])
+    assert nobody is None
+    assert u1 is not None and len(u1) == 200
+    assert u1[0] == FeedItem("p0", 200.0, "walk:board b1")
+    assert u1[-1] == FeedItem("p199", 1.0, "walk:board b1")
+    assert u3 == [FeedItem("x", 2.0, "trending"), FeedItem("y", 1.0, "")]
+    assert cache.read_feed("u3", offset=5) == []  # past the end of a cached feed: empty, not None
+    assert cache.read_feeds([]) == []
+
+
 def test_a_reader_never_sees_a_half_written_feed(cache: FeedCache) -> None:
     first = [f"a{i}" for i in range(200)]
     second = [f"b{i}" for i in range(150)]

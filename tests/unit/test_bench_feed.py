@@ -51,12 +51,18 @@ def test_summaries_and_rows_put_ours_beside_the_bare_ceiling() -> None:
     assert refresh[0][2:4] == ["60 ms", "140 ms"] and refresh[0][5] == "400" and refresh[0][-1] == "5x"
     phase.live_redis = {"count": 400.0, "p50": 0.06, "p99": 30.0, "p99_above": 1.0}
     assert result_rows(result)[0][0][3] == "> 30,000 ms"
+    phase.live_redis_settled = {"count": 300.0, "p50": 0.03, "p99": 0.09}  # without the first seconds
+    settled_row = result_rows(result)[0][1]
+    assert settled_row[1] == "  the same, from 3 s into the phase"
+    assert settled_row[2:4] == ["30 ms", "90 ms"] and settled_row[5] == "300"
     assert reads[0][0] == READ_PATHS[0] and reads[0][-1] == "3.0x"
     assert reads[1][-1] == "1.0x"
     payload = result.to_json("pinstream bench feed")
     assert payload["phases"][0]["refresh_latency_s"]["count"] == 3
     assert payload["phases"][0]["live_latency_s"]["count"] == 2
     assert payload["reads_s"][READ_PATHS[2]]["max"] == 0.002
+    assert payload["phases"][0]["live_redis_latency_after_first_s"] == {"after_s": 3.0, "count": 300.0,
+                                                                        "p50": 0.03, "p99": 0.09}
 
 
 def test_the_workload_comes_in_session_bursts_of_known_users() -> None:

@@ -165,3 +165,15 @@ def test_pushes_from_another_thread_while_planning_reads_rows() -> None:
     finally:
         stop.set()
         pusher.join()
+
+
+def test_missing_names_what_refresh_would_read_without_reading_it() -> None:
+    store = FakeStore({"p:1": {"p:2": Edge(2.0, 10)}})
+    clock = Clock()
+    rows = _rows(store, clock, ttl_s=60.0)
+    assert rows.missing(["p:1", "u:a", "p:1"]) == ["p:1", "u:a"]
+    assert store.reads == []
+    rows.refresh(["p:1"])
+    assert rows.missing(["p:1", "u:a"]) == ["u:a"]  # cached: not missing
+    clock.now += 60.0
+    assert rows.missing(["p:1"]) == ["p:1"]  # past its TTL: read again

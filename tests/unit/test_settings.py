@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from streams.errors import ConfigError
-from streams.settings import CONFIG_FILE_ENV, Settings, load_settings
+from streams.settings import CONFIG_FILE_ENV, FETCH_MIN_BYTES, Settings, load_settings
 
 SECRET = "hunter2-very-secret"
 
@@ -209,6 +209,17 @@ def test_producer_and_consumer_dicts_extend_common_and_take_overrides() -> None:
     assert producer["linger.ms"] == 1
     assert consumer["group.id"] == "feed-writer"
     assert consumer["enable.auto.commit"] is False
+
+
+def test_consumers_let_the_broker_gather_records_for_a_bounded_wait() -> None:
+    conf = load_settings().kafka_consumer("g")
+    assert conf["fetch.wait.max.ms"] == 10 and conf["fetch.min.bytes"] == FETCH_MIN_BYTES
+    assert load_settings(consumer_fetch_wait_ms=3).kafka_consumer("g")["fetch.wait.max.ms"] == 3
+    plain = load_settings(consumer_fetch_wait_ms=0).kafka_consumer("g")  # librdkafka's own defaults
+    assert "fetch.wait.max.ms" not in plain and "fetch.min.bytes" not in plain
+    assert load_settings().kafka_consumer("g", **{"fetch.min.bytes": 1})["fetch.min.bytes"] == 1
+    with pytest.raises(ConfigError):
+        load_settings(consumer_fetch_wait_ms=501)
 
 
 def test_topic_prefix_is_applied_to_catalogue_names() -> None:
