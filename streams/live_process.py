@@ -304,7 +304,7 @@ async def serve(settings: Settings, stdin: IO[bytes], out: IO[bytes]) -> None:
     codec = build_codec(settings)
     store = GraphStore.from_settings(settings)
     cache = FeedCache.from_settings(settings)
-    producer = EventProducer(settings, codec=codec)
+    producer = EventProducer(settings, codec=codec, linger_ms=settings.worker_producer_linger_ms)
     params = PatchParams.from_settings(settings)
     rows = LiveRows(store, max_cells=settings.feed_live_rows_max_cells, ttl_s=settings.feed_live_rows_ttl_s,
                     half_life_ms=params.half_life_ms)

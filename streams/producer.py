@@ -63,10 +63,14 @@ class EventProducer:
     """Publishes contract events and raw records; counts and reports every delivery."""
 
     def __init__(self, settings: Settings, *, codec: AvroCodec | None = None,
-                 on_delivery: DeliveryCallback | None = None, **kafka_overrides: object) -> None:
+                 on_delivery: DeliveryCallback | None = None, linger_ms: int | None = None,
+                 **kafka_overrides: object) -> None:
+        """`linger_ms`: this producer's own linger.ms instead of `settings.producer_linger_ms`."""
         self.settings = settings
         self.codec = codec or build_codec(settings)
         self._on_delivery = on_delivery
+        if linger_ms is not None:
+            kafka_overrides["linger.ms"] = linger_ms
         self._producer = Producer(settings.kafka_producer(**kafka_overrides))
         self.delivered = 0
         self.failed = 0

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     producer_linger_ms: int = Field(default=5, ge=0, le=10_000)
     producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
     producer_queue_max_messages: int = Field(default=100_000, ge=1_000, le=10_000_000)
+    worker_producer_linger_ms: int = Field(
+        default=50, ge=0, le=10_000,
+        description="linger.ms of the worker's and the live patch process's producers (graph deltas, "
+                    "feed updates, dead letters, reconciliation): every batch of theirs ends with a "
+                    "flush, which sends at once, so a longer linger only merges a batch's sends into "
+                    "fewer requests (the broker's CPU goes mostly per request)")
     consumer_fetch_wait_ms: int = Field(
         default=10, ge=0, le=500,
         description="how long the broker holds a consumer's fetch to gather records (fetch.wait.max.ms, "

@@ -70,7 +70,7 @@ class WorkerRuntime:
             max_wait_ms=settings.embed_max_wait_ms, queue_size=settings.embed_queue_size,
             timeout_s=settings.embed_batch_timeout_s)
         store = PinStore.from_settings(settings)
-        producer = EventProducer(settings, codec=codec)
+        producer = EventProducer(settings, codec=codec, linger_ms=settings.worker_producer_linger_ms)
         outbox = KafkaOutbox(producer, reconcile_to_kafka(producer, settings))
         decoder = (ImageDecoder(blobs, settings, threads=settings.embed_decode_threads)
                    if settings.embed_decode_threads else None)

@@ -22,7 +22,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -48,6 +48,8 @@ from streams.localworker import LocalRedis, LocalWorker, free_port
 from streams.offsets import partitions_of, plain_consumer
 from streams.producer import EventProducer
 from streams.stack import ages as stack_ages
+from streams.stack import cpu_seconds as stack_cpu_seconds
+from streams.stack.process import process_cpu_s
 from streams.topics import FEEDS_UPDATED, HEADER_FEED_CHANGE, HEADER_SOURCE_TIMESTAMP, PINS_INTERACTIONS
 from streams.workload.population import build_world
 from streams.workload.records import InteractionRecord
@@ -96,6 +98,8 @@ class RatePhase:
     bare_kafka_s: list[float] = field(default_factory=list)
     # The worker's interaction batches during the phase: count, mean records, mean ms per phase.
     batches: dict[str, float] = field(default_factory=dict)
+    # Mean cores each process used while the phase's interactions were being sent, and the total.
+    cores: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"rate": self.rate, "duration_s": self.duration_s, "sent": self.sent,
@@ -104,7 +108,7 @@ class RatePhase:
                 "live_redis_latency_after_first_s": {"after_s": SETTLED_AFTER_S} | self.live_redis_settled,
                 "users_refreshed": self.users_refreshed, "drain_s": self.drain_s,
                 "fallbacks": self.fallbacks, "bare_kafka_latency_s": summary(self.bare_kafka_s),
-                "interaction_batches": self.batches}
+                "interaction_batches": self.batches, "cores_while_sending": self.cores}
 
 
 @dataclass
@@ -393,6 +397,34 @@ def histogram_quantiles(before: str, after: str, name: str,
 
 
 @functools.lru_cache(maxsize=4)
+def cpu_seconds_now(worker_scrape: str, private_redis: LocalRedis) -> dict[str, float]:
+    """CPU seconds used so far by everything on the machine a phase exercises: the stack's
+    services, the bench's private Redis, this process (the sender and the follower of the feed
+    topic), the worker and its live patch process (from the worker's metrics, which take in the
+    live process's CPU twice a second)."""
+    samples = _samples(worker_scrape)
+    out = {f"stack {name}": used for name, used in stack_cpu_seconds().items()}
+    redis_pid = private_redis.process.pid if private_redis.process is not None else None
+    redis_used = process_cpu_s(redis_pid) if redis_pid is not None else None
+    if redis_used is not None:
+        out["bench's redis"] = redis_used
+    out["bench (sender, follower)"] = time.process_time()
+    live = samples.get(("pinstream_feed_live_process_cpu_seconds_total", "", ""), 0.0)
+    out["worker"] = samples.get(("process_cpu_seconds_total", "", ""), 0.0)
+    out["live patch process"] = live
+    return out
+
+
+def cores_between(before: Mapping[str, float], after: Mapping[str, float], seconds: float
+                  ) -> dict[str, float]:
+    """Mean cores each process used between two `cpu_seconds_now` (largest first), and the total."""
+    cores = {name: max(0.0, after[name] - before[name]) / seconds for name in after
+             if name in before and seconds > 0}
+    out = dict(sorted(cores.items(), key=lambda kv: -kv[1]))
+    out["total"] = sum(cores.values())
+    return out
+
+
 def _samples(text: str) -> dict[tuple[str, str, str], float]:
     """Every sample of a scrape with at most one label, by (name, label, label value); each
     scrape parsed once (the phase's two scrapes serve the batch means and the live quantiles;
@@ -446,10 +478,14 @@ def run_feed_bench(workdir: Path, *, rates: Sequence[float], duration_s: float, 
                 scrape_settled = threading.Timer(SETTLED_AFTER_S, lambda into=settled: into.append(
                     worker_metrics(metrics_port)))
                 started = time.monotonic()
+                cpu_before = cpu_seconds_now(scraped, private_redis)
                 scrape_settled.start()
                 phase.sent = send(producer, prepared, rate)
+                sent_for = time.monotonic() - started
+                phase.cores = cores_between(cpu_before, cpu_seconds_now(worker_metrics(metrics_port),
+                                                                        private_redis), sent_for)
                 scrape_settled.join()
-                phase.achieved_rate = phase.sent / max(time.monotonic() - started, 1e-9)
+                phase.achieved_rate = phase.sent / max(sent_for, 1e-9)
                 phase.drain_s = follower.wait_quiet(300)
                 after = worker_metrics(metrics_port)
                 phase.batches = batch_means(scraped, after)

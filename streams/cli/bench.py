@@ -526,6 +526,10 @@ def feed(rates: str, duration: float, users: int, warmup: int, reads: int, refre
                          f"{phase.batches.get('live_cpu_s', 0.0):.1f} s), "
                          f"{phase.batches.get('cpu_us_per_record', 0.0):.0f} us per interaction")
     for phase in result.phases:
+        if phase.cores:
+            screen.print(f"{phase.rate:,.0f}/s: cores while sending: "
+                         + ", ".join(f"{name} {cores:.2f}" for name, cores in phase.cores.items()))
+    for phase in result.phases:
         figures = phase.to_json()
         # The SLO is the feed in Redis: live patches where they land (the announcements of
         # patched feeds are coalesced per user, so they lag by design), re-ranks when announced.

@@ -11,7 +11,7 @@ with its ZooKeeper and region server) and thrift (9090, what happybase talks to)
 
 from __future__ import annotations
 
-from streams.stack.manager import SERVICES, ages, down, logs, status, up
+from streams.stack.manager import SERVICES, ages, cpu_seconds, down, logs, status, up
 from streams.stack.model import Action, ServiceChange, ServiceState, ServiceStatus
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "ServiceState",
     "ServiceStatus",
     "ages",
+    "cpu_seconds",
     "down",
     "logs",
     "status",

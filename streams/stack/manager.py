@@ -30,6 +30,7 @@ from streams.stack.process import (
     port_open,
     port_owner,
     process_age_s,
+    process_cpu_s,
     read_pid,
     remove_pid,
     spawn,
@@ -295,6 +296,20 @@ def ages(settings: Settings | None = None) -> dict[str, float]:
         age = process_age_s(pid) if pid is not None else None
         if age is not None:
             out[name] = round(age, 1)
+    return out
+
+
+def cpu_seconds(settings: Settings | None = None) -> dict[str, float]:
+    """CPU seconds each running service of the local stack has used since it started (services
+    this stack did not start are left out): benches divide the growth over a phase by its length
+    to show where the machine's cores went."""
+    layout = layout_for(settings or get_settings())
+    out: dict[str, float] = {}
+    for name in select(None):
+        pid = owned_pid(layout.pid_file(name), SPECS[name].marker)
+        used = process_cpu_s(pid) if pid is not None else None
+        if used is not None:
+            out[name] = used
     return out
 
 

@@ -119,6 +119,16 @@ def process_age_s(pid: int) -> float | None:
     return max(0.0, uptime_s - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds `pid` has used so far, every thread, user and system (from /proc), or None
+    when it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    # Fields 14 and 15 of stat (the 12th and 13th after the name and state): utime, stime in ticks.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _stat_fields(pid: int) -> list[str] | None:
     """The fields of /proc/<pid>/stat after the parenthesised command name (which may hold
     spaces), starting with the state letter; None when the process is gone."""

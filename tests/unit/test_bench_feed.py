@@ -16,6 +16,7 @@ from streams.bench.feed import (
     FeedBenchResult,
     RatePhase,
     batch_means,
+    cores_between,
     histogram_quantiles,
     paced,
     result_rows,
@@ -63,6 +64,15 @@ def test_summaries_and_rows_put_ours_beside_the_bare_ceiling() -> None:
     assert payload["reads_s"][READ_PATHS[2]]["max"] == 0.002
     assert payload["phases"][0]["live_redis_latency_after_first_s"] == {"after_s": 3.0, "count": 300.0,
                                                                         "p50": 0.03, "p99": 0.09}
+
+
+def test_cores_are_each_process_cpu_growth_over_the_phase_largest_first() -> None:
+    before = {"worker": 10.0, "stack kafka": 5.0, "bench (sender, follower)": 1.0, "gone": 3.0}
+    after = {"worker": 16.0, "stack kafka": 9.5, "bench (sender, follower)": 2.5, "new": 1.0}
+    cores = cores_between(before, after, 10.0)
+    assert list(cores) == ["worker", "stack kafka", "bench (sender, follower)", "total"]
+    assert cores["worker"] == pytest.approx(0.6) and cores["stack kafka"] == pytest.approx(0.45)
+    assert cores["total"] == pytest.approx(1.2)
 
 
 def test_the_workload_comes_in_session_bursts_of_known_users() -> None:

@@ -224,3 +224,14 @@ def test_consumers_let_the_broker_gather_records_for_a_bounded_wait() -> None:
 
 def test_topic_prefix_is_applied_to_catalogue_names() -> None:
     assert load_settings(topic_prefix="dev.").topic("pins.created.v1") == "dev.pins.created.v1"
+
+
+def test_a_producer_may_take_its_own_linger(monkeypatch: pytest.MonkeyPatch) -> None:
+    import streams.producer as producer_module
+
+    configs: list[dict[str, Any]] = []
+    monkeypatch.setattr(producer_module, "Producer", lambda conf: configs.append(conf) or object())
+    settings = load_settings()
+    producer_module.EventProducer(settings)
+    producer_module.EventProducer(settings, linger_ms=settings.worker_producer_linger_ms)
+    assert [c["linger.ms"] for c in configs] == [5, 50]  # the SDK's default, the worker's

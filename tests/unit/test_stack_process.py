@@ -155,3 +155,19 @@ def test_process_age_counts_from_the_process_start() -> None:
         child.kill()
         child.wait()
     assert process.process_age_s(child.pid) is None  # gone
+
+
+def test_process_cpu_counts_every_threads_work_and_nothing_of_a_sleeper() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        busy_until = time.process_time() + 0.3
+        while time.process_time() < busy_until:
+            pass
+        own = process.process_cpu_s(os.getpid())
+        idle = process.process_cpu_s(child.pid)
+        assert own is not None and own >= 0.3
+        assert idle is not None and idle < 0.3  # an interpreter's start-up, then sleep
+    finally:
+        child.kill()
+        child.wait()
+    assert process.process_cpu_s(child.pid) is None  # gone
