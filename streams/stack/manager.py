@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -289,27 +289,26 @@ def status(
 def ages(settings: Settings | None = None) -> dict[str, float]:
     """Seconds since each running service of the local stack started, from its pid file (services
     this stack did not start, e.g. external ones, are left out); no protocol round trip."""
-    layout = layout_for(settings or get_settings())
-    out: dict[str, float] = {}
-    for name in select(None):
-        pid = owned_pid(layout.pid_file(name), SPECS[name].marker)
-        age = process_age_s(pid) if pid is not None else None
-        if age is not None:
-            out[name] = round(age, 1)
-    return out
+    return {name: round(age, 1) for name, age in _per_running_service(settings, process_age_s).items()}
 
 
 def cpu_seconds(settings: Settings | None = None) -> dict[str, float]:
     """CPU seconds each running service of the local stack has used since it started (services
     this stack did not start are left out): benches divide the growth over a phase by its length
     to show where the machine's cores went."""
+    return _per_running_service(settings, process_cpu_s)
+
+
+def _per_running_service(settings: Settings | None, measure: Callable[[int], float | None]
+                         ) -> dict[str, float]:
+    """`measure(pid)` of each service this stack started and that still runs (None: left out)."""
     layout = layout_for(settings or get_settings())
     out: dict[str, float] = {}
     for name in select(None):
         pid = owned_pid(layout.pid_file(name), SPECS[name].marker)
-        used = process_cpu_s(pid) if pid is not None else None
-        if used is not None:
-            out[name] = used
+        value = measure(pid) if pid is not None else None
+        if value is not None:
+            out[name] = value
     return out
 
 
