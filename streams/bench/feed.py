@@ -396,7 +396,6 @@ def histogram_quantiles(before: str, after: str, name: str,
     return out
 
 
-@functools.lru_cache(maxsize=4)
 def cpu_seconds_now(worker_scrape: str, private_redis: LocalRedis) -> dict[str, float]:
     """CPU seconds used so far by everything on the machine a phase exercises: the stack's
     services, the bench's private Redis, this process (the sender and the follower of the feed
@@ -425,6 +424,7 @@ def cores_between(before: Mapping[str, float], after: Mapping[str, float], secon
     return out
 
 
+@functools.lru_cache(maxsize=4)
 def _samples(text: str) -> dict[tuple[str, str, str], float]:
     """Every sample of a scrape with at most one label, by (name, label, label value); each
     scrape parsed once (the phase's two scrapes serve the batch means and the live quantiles;
