@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -64,7 +65,7 @@ class InteractionConsumer:
                  linger_s: float | None = None, backoff: Backoff | None = None,
                  group_id: str | None = None, legacy_group: str | None = None,
                  consumer_config: Mapping[str, Any] | None = None,
-                 topics: Sequence[str] | None = None) -> None:
+                 topics: Sequence[str] | None = None, commit_interval_s: float = 0.0) -> None:
         self.settings = settings
         self.stage = stage
         self.max_batch = max_batch
@@ -82,6 +83,13 @@ class InteractionConsumer:
         # Offsets are committed asynchronously (a round trip per batch left the stage idle for
         # it); the last ones again synchronously when the loop ends.
         self._done: dict[tuple[str, int], int] = {}
+        # At most one commit per `commit_interval_s` while batches keep coming (0: after each
+        # batch); what is held back is committed as soon as a fetch finds nothing. Each commit
+        # costs the broker about as much as a fetch.
+        self.commit_interval_s = commit_interval_s
+        self.commits = 0
+        self._pending: dict[tuple[str, int], int] = {}
+        self._committed_at = 0.0
         self._consumer = Consumer(settings.kafka_consumer(self.group_id, on_commit=_log_failed_commit,
                                                           **(consumer_config or {})))
         self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -97,6 +105,8 @@ class InteractionConsumer:
                 messages = await asyncio.to_thread(self._fetch)
                 if messages:
                     await self._handle(messages)
+                elif self._pending:  # idle: what was held back goes now
+                    self._commit_pending()
         finally:
             await asyncio.to_thread(self._close)
 
@@ -132,9 +142,16 @@ class InteractionConsumer:
                     return
         self.batches += 1
         self.records += len(records)
-        offsets = _next_offsets(records)
-        for tp in offsets:
-            self._done[(tp.topic, tp.partition)] = tp.offset
+        for tp in _next_offsets(records):
+            self._done[(tp.topic, tp.partition)] = self._pending[(tp.topic, tp.partition)] = tp.offset
+        if time.monotonic() - self._committed_at >= self.commit_interval_s:
+            self._commit_pending()
+
+    def _commit_pending(self) -> None:
+        offsets = [TopicPartition(topic, partition, offset)
+                   for (topic, partition), offset in self._pending.items()]
+        self._pending.clear()
+        self._committed_at = time.monotonic()
         self._commit(offsets)
 
     def _fetch(self) -> list[Message]:
@@ -151,6 +168,7 @@ class InteractionConsumer:
     def _commit(self, offsets: list[TopicPartition], *, wait: bool = False) -> None:
         """Commit past finished batches: queued (the outcome reaches `_log_failed_commit`), or,
         with `wait`, in a round trip."""
+        self.commits += 1
         try:
             if wait:
                 self._consumer.commit(offsets=offsets, asynchronous=False)
@@ -208,6 +226,8 @@ class InteractionConsumer:
         self.assigned = 0
         # The revoked partitions' finished batches, committed before the next owner starts (a
         # queued commit might land after it): then forgotten, never committed from here again.
+        for tp in partitions:
+            self._pending.pop((tp.topic, tp.partition), None)
         handed = [TopicPartition(tp.topic, tp.partition, self._done.pop((tp.topic, tp.partition)))
                   for tp in partitions if (tp.topic, tp.partition) in self._done]
         if handed:

@@ -58,6 +58,10 @@ REPORT_EVERY_S = 0.5
 # Patched feeds announced per report round (50/s: a user is announced at most every 30 s by
 # default, so 1,500 users patching all the time), beside the few each batch announces.
 ANNOUNCE_PER_REPORT = 25
+# The live group's commits only say where a restarted process starts (a patch lost or applied
+# twice is corrected by the re-rank): one a second, not one per batch (50-100 a second at 5,000
+# interactions/s; 200 commits a second cost a one-broker Kafka ~0.1 cores).
+LIVE_COMMIT_INTERVAL_S = 1.0
 SUMMARY_EVERY_S = 30.0  # a log line of what the process did, when it did anything
 _RESTART_MAX_S = 30.0
 _PUSHED_PREFIXES = (NODE_PREFIXES[NodeType.USER] + ":", NODE_PREFIXES[NodeType.PIN] + ":")
@@ -319,7 +323,7 @@ async def serve(settings: Settings, stdin: IO[bytes], out: IO[bytes]) -> None:
     freeze_heap()
     consumer = await asyncio.to_thread(
         InteractionConsumer, settings, stage, group_id=settings.live_group_id, legacy_group="",
-        topics=[settings.topic(PINS_INTERACTIONS.name)],
+        topics=[settings.topic(PINS_INTERACTIONS.name)], commit_interval_s=LIVE_COMMIT_INTERVAL_S,
         # A new group starts at the newest interactions: patching feeds with old ones is moot.
         consumer_config={"auto.offset.reset": "latest"})
 

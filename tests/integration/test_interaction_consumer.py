@@ -187,3 +187,28 @@ def test_a_batch_held_past_the_poll_interval_is_processed_and_the_consumer_rejoi
     stage, alive = asyncio.run(scenario())
     assert alive  # the loop went on after the group let it go
     assert len(stage.positions()) == 40 and len(stage.done) >= 40
+
+
+def test_a_commit_interval_holds_commits_back_while_busy_and_commits_them_when_idle(
+        kafka_settings: Settings) -> None:
+    _interact(kafka_settings, 100, "interval")
+    group = kafka_settings.graph_group_id
+    every_batch = f"{group}-every-batch"
+
+    async def run(consumer: InteractionConsumer, stage: RecordingStage, group_id: str) -> None:
+        task = asyncio.create_task(consumer.run())
+        await _until(lambda: len(stage.positions()) == 100)
+        await _until(lambda: _lag(kafka_settings, group_id) == 0)  # committed once it went idle
+        consumer.stop()
+        await asyncio.wait_for(task, 30)
+
+    held, each = RecordingStage(), RecordingStage()
+    spaced = InteractionConsumer(kafka_settings, held, max_batch=10, commit_interval_s=600)
+    asyncio.run(run(spaced, held, group))
+    plain = InteractionConsumer(kafka_settings, each, max_batch=10, group_id=every_batch)
+    asyncio.run(run(plain, each, every_batch))
+    assert spaced.batches >= 10 and plain.batches >= 10
+    # the first batch's, the one when idle, and two at the end (closing, and the partitions'
+    # revocation): not one per batch
+    assert spaced.commits <= 4 < spaced.batches
+    assert plain.commits >= plain.batches  # one per batch, and the one at the end
