@@ -57,8 +57,7 @@ class LiveRows:
         without reading them: a caller can skip handing `refresh` to a thread when none is."""
         now = self.clock()
         with self._lock:
-            return [key for key in dict.fromkeys(keys)
-                    if key not in self._reading and self._expired(key, now)]
+            return self._wanted(keys, now)
 
     def refresh(self, keys: Iterable[str]) -> int:
         """Read the rows among `keys` that are not cached or are older than `ttl_s`; returns how
@@ -66,8 +65,7 @@ class LiveRows:
         now = self.clock()
         with self._lock:
             generation = self._generation
-            wanted = [key for key in dict.fromkeys(keys)
-                      if key not in self._reading and self._expired(key, now)]
+            wanted = self._wanted(keys, now)
             for key in wanted:
                 self._reading[key] = []
         if not wanted:
@@ -130,6 +128,10 @@ class LiveRows:
             self._rows[key] = (entry[0], edges)
 
     # --- internals (lock held) ---------------------------------------------------------------------
+
+    def _wanted(self, keys: Iterable[str], now: float) -> list[str]:
+        """The keys to read now, each once: not being read already, and not cached or expired."""
+        return [key for key in dict.fromkeys(keys) if key not in self._reading and self._expired(key, now)]
 
     def _expired(self, key: str, now: float) -> bool:
         entry = self._rows.get(key)
