@@ -10,9 +10,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from hashlib import blake2b
 from typing import NamedTuple
 
+from processors.graph_deltas import Announcement, delta_of
 from processors.graph_state import (
     GRAPH_EVENTS,
     GRAPH_ROWS_READ,
@@ -27,7 +27,7 @@ from processors.graph_state import (
     session_pairs,
 )
 from processors.graph_writer import WriterLease
-from sinks.hbase import from_millis, millis
+from sinks.hbase import millis
 from sinks.hbase_graph import NODE_PREFIXES, SESSION_PREFIX, Edge, RowWrite, StoredRow
 from streams.events import (
     ConsumedRecord,
@@ -37,7 +37,6 @@ from streams.events import (
     NodeType,
     PinCreated,
     PinInteraction,
-    uuid4_of_digest,
 )
 from streams.settings import Settings
 
@@ -222,16 +221,15 @@ class GraphBatch:
     redelivery) are announced again under the same delta ids: consumers deduplicate by id.
     """
 
-    deltas: list[GraphEdgeDelta]
+    announcements: list[Announcement]  # the deltas, compact: `DeltaEncoder` encodes them
     applied: int  # events new to the processor
     duplicates: int  # events dropped as already seen (same event id)
     stale: int  # edge contributions skipped: their row already included the event (redelivery)
 
-
-def delta_id(cause: uuid.UUID, c: Contribution) -> uuid.UUID:
-    """A delta's id, derived from its cause and edge: a recomputation publishes the same ids."""
-    edge = f"{c.row}|{c.column}|{c.at_ms}|{'+' if c.weight > 0 else '-'}".encode()
-    return uuid4_of_digest(blake2b(cause.bytes + edge, digest_size=16).digest())
+    @property
+    def deltas(self) -> list[GraphEdgeDelta]:
+        """The announcements as contract events."""
+        return [delta_of(a) for a in self.announcements]
 
 
 class GraphProcessor:
@@ -280,18 +278,18 @@ class GraphProcessor:
             wanted.extend(self.cache.get(session).edges)
         self._read_through(wanted)
 
-        deltas: list[GraphEdgeDelta] = []
+        announced: list[Announcement] = []
         stale = 0
         for event, at_ms, position, contributions, key in fresh:
             if key is not None:
                 contributions = contributions + self._coengage(key, event.pin_id, at_ms, position)
             if contributions:
-                stale += self._apply_event(event, at_ms, position, contributions, deltas)
+                stale += self._apply_event(event, position, contributions, announced)
             self.seen.add(position.stream if position else "", event.event_id.int)
         GRAPH_EVENTS.labels("applied").inc(len(fresh))
         GRAPH_EVENTS.labels("duplicate").inc(duplicates)
         GRAPH_STALE.inc(stale)
-        return GraphBatch(deltas, len(fresh), duplicates, stale)
+        return GraphBatch(announced, len(fresh), duplicates, stale)
 
     def pending_writes(self) -> list[RowWrite]:
         """The row mutations that `flush` would write: graph rows first, then session rows."""
@@ -364,8 +362,8 @@ class GraphProcessor:
             out.extend(pair_contributions(a, b, weight, at_ms))
         return out
 
-    def _apply_event(self, event: GraphEvent, event_ms: int, position: Position | None,
-                     contributions: list[Contribution], deltas: list[GraphEdgeDelta]) -> int:
+    def _apply_event(self, event: GraphEvent, position: Position | None,
+                     contributions: list[Contribution], announced: list[Announcement]) -> int:
         claimed: dict[str, RowState | None] = {}
         stale = 0
         for c in contributions:
@@ -381,10 +379,5 @@ class GraphProcessor:
             # Announced even when the row already had it: after a crash between the HBase write and
             # the delta produce, the redelivery announces again, under the same delta id.
             if c.announce:
-                deltas.append(GraphEdgeDelta(
-                    event_id=delta_id(event.event_id, c),
-                    event_time=event.event_time if c.at_ms == event_ms else from_millis(c.at_ms),
-                    cause_event_id=event.event_id, src=c.src, src_type=c.src_type, dst=c.dst,
-                    dst_type=c.dst_type, edge_type=c.edge_type, weight_delta=c.weight,
-                ))
+                announced.append(Announcement(event.event_id, event.event_time, c))
         return stale

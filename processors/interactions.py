@@ -25,6 +25,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from processors.feed import FeedResult, FeedService
 from processors.feed_patch import PatchParams, PlannedPatch, TimedInteraction, plan_patches
 from processors.graph import GraphBatch, GraphEvent, GraphProcessor, graph_inputs
+from processors.graph_deltas import DeltaEncoder
 from processors.graph_state import Position
 from processors.live_patches import LivePatcher, RefreshPlan, feed_headers
 from processors.reconcile_events import ReconciliationEmitter
@@ -124,6 +125,8 @@ class InteractionStage:
         self.producer = producer
         self.emitter = emitter
         self.codec = codec
+        self.delta_records = DeltaEncoder(codec)
+        self.delta_topic = producer.settings.topic(GRAPH_EDGES.name)
         self.dead_letters = DeadLetterWriter(producer)
         self.plan = RefreshPlan(refresh_interval_s)
         RERANK_BACKLOG.set_function(lambda: len(self.plan.dirty))
@@ -204,9 +207,9 @@ class InteractionStage:
             # which does not yield: created tasks only run at the batch's next await.
             await asyncio.sleep(0)
             if batch is not None:
-                for delta in batch.deltas:
-                    self.producer.send_event(GRAPH_EDGES, delta.src, delta)
-                report.deltas = len(batch.deltas)
+                for key, value in self.delta_records.records(batch.announcements):
+                    self.producer.send_raw(self.delta_topic, key, value)
+                report.deltas = len(batch.announcements)
         except BaseException:
             await _finish(caching, flushed)  # no task outlives its batch
             raise

@@ -58,6 +58,14 @@ def uuid4_of_digest(digest: bytes) -> uuid.UUID:
     return uuid_of_int(int.from_bytes(digest) & _VERSION_4_CLEAR | _VERSION_4_SET)
 
 
+def uuid4_text_of_digest(digest: bytes) -> str:
+    """`str(uuid4_of_digest(digest))` without the object in between."""
+    if len(digest) != 16:
+        raise ValueError("a uuid takes 16 bytes")
+    h = "%032x" % (int.from_bytes(digest) & _VERSION_4_CLEAR | _VERSION_4_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 

@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, Message
 from confluent_kafka.admin import AdminClient
 
 from processors.graph import GraphConfig, GraphProcessor
+from processors.graph_deltas import DeltaEncoder
 from processors.graph_state import Position, position_of
 from sinks.hbase import from_millis
 from sinks.hbase_graph import GraphStore, RowWrite, StoredRow
@@ -189,6 +190,7 @@ def _ours(settings: Settings, topic: str, count: int, batch: int, result: GraphB
     processor = GraphProcessor(reads, GraphConfig.from_settings(settings))
     deltas = EventProducer(settings)
     codec = deltas.codec
+    delta_records = DeltaEncoder(codec)
     delta_topic = settings.topic(GRAPH_EDGES.name)
     consumer = Consumer(settings.kafka_consumer(f"bench-graph-{uuid.uuid4().hex[:8]}"))
     consumer.subscribe([topic])
@@ -214,9 +216,9 @@ def _ours(settings: Settings, topic: str, count: int, batch: int, result: GraphB
         clock.move(reads.seconds - read_before, "apply", "hbase read")
         # As the worker does: the HBase write runs in a thread beside the deltas' produce.
         flushing = writer.submit(processor.flush)
-        for delta in applied.deltas:
-            deltas.send_raw(delta_topic, delta.src.encode(), codec.encode_event(delta))
-        totals["deltas"] += len(applied.deltas)
+        for key, value in delta_records.records(applied.announcements):
+            deltas.send_raw(delta_topic, key, value)
+        totals["deltas"] += len(applied.announcements)
         totals["duplicates"] += applied.duplicates
         clock.lap("produce")
         totals["rows_written"] += flushing.result()

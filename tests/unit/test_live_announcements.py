@@ -12,6 +12,7 @@ from processors.feed_patch import PlannedPatch
 from processors.interactions import InteractionStage
 from processors.live_patches import FEED_LIVE_LAG, LIVE_ANNOUNCEMENTS
 from sinks.redis import FeedPatch
+from streams.codec import AvroCodec
 from streams.events import FeedItem, FeedUpdated
 from streams.settings import load_settings
 from streams.topics import HEADER_FEED_CHANGE, HEADER_SOURCE_TIMESTAMP
@@ -47,7 +48,7 @@ def _stage(cache: FakeCache, producer: FakeProducer, interval_s: float) -> Inter
     unused: Any = object()
     feeds: Any = SimpleNamespace(computer=SimpleNamespace(params=SimpleNamespace(model="pixie")))
     return InteractionStage(graph=unused, feeds=feeds, cache=cache, producer=producer,  # type: ignore[arg-type]
-                            emitter=unused, codec=unused, refresh_interval_s=1.0,
+                            emitter=unused, codec=AvroCodec(), refresh_interval_s=1.0,
                             live_announce_interval_s=interval_s)
 
 

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from processors.interactions import InteractionStage
+from streams.codec import AvroCodec
 from streams.settings import load_settings
 
 
@@ -16,7 +17,7 @@ def _stage(share: float) -> InteractionStage:
     unused: Any = object()  # the pacer touches none of the stage's stores
     producer: Any = SimpleNamespace(settings=load_settings())  # for the dead-letter topic's name
     return InteractionStage(graph=unused, feeds=unused, cache=unused, producer=producer, emitter=unused,
-                            codec=unused, refresh_interval_s=1.0, rerank_share=share)
+                            codec=AvroCodec(), refresh_interval_s=1.0, rerank_share=share)
 
 
 def _busy(seconds: float) -> None:
@@ -57,7 +58,7 @@ def _stage_with_a_share_behind(share: float) -> InteractionStage:
     unused: Any = object()
     producer: Any = SimpleNamespace(settings=load_settings())
     return InteractionStage(graph=unused, feeds=unused, cache=unused, producer=producer, emitter=unused,
-                            codec=unused, refresh_interval_s=1.0, rerank_share=1.0,
+                            codec=AvroCodec(), refresh_interval_s=1.0, rerank_share=1.0,
                             rerank_share_behind=share, behind_s=0.1)
 
 
