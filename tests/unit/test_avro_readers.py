@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -126,3 +127,34 @@ def test_an_overlong_or_truncated_varint_is_not_read() -> None:
         read_long(b"\xff" * 11 + b"\x01", 0)
     with pytest.raises(IndexError):
         read_long(b"\xff\xff", 0)
+
+
+def test_a_read_event_is_the_constructed_one_in_every_field() -> None:
+    event = PinInteraction(user_id="u" * 70, pin_id="p", action=InteractionAction.SAVE,
+                           session_id="", board_id="b")  # a user id past the one-byte length
+    read = CODEC.decode_event(CODEC.encode_event(event))
+    assert type(read) is PinInteraction
+    assert {name: getattr(read, name) for name in PinInteraction.__dataclass_fields__} == \
+        {name: getattr(event, name) for name in PinInteraction.__dataclass_fields__}
+    assert read == event and hash(read) == hash(event)
+    with pytest.raises(AttributeError):
+        read.user_id = "x"  # type: ignore[misc]  # still frozen
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Checked(PinInteraction):
+    def __post_init__(self) -> None:
+        if not self.user_id:
+            raise ValueError("a user id is required")
+
+
+def test_a_class_that_checks_itself_is_built_through_its_constructor() -> None:
+    reader = compile_event_reader(contracts().latest("PinInteraction").raw, _Checked)
+    assert reader is not None
+    body = CODEC.encode_event(PinInteraction(user_id="", pin_id="p", action=InteractionAction.CLICK,
+                                             session_id="s"))
+    with pytest.raises(ValueError, match="user id is required"):
+        reader(body, 10)
+    fine = CODEC.encode_event(PinInteraction(user_id="u", pin_id="p", action=InteractionAction.CLICK,
+                                             session_id="s"))
+    assert type(reader(fine, 10)) is _Checked
