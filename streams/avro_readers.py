@@ -2,8 +2,8 @@
 body is read field by field in plain Python (varints, length-prefixed strings) and the event built
 directly (its slots filled in place of a keyword call of `__init__`), with the uuid, timestamp
 and enum fields converted on the way. Under half the cost of the generic decode (fastavro's
-reader, then `Event.from_record`): ~6 against ~16 us for an interaction on the benchmark VM. Most of fastavro's work per call is set-up, and these bodies are
-about a hundred bytes.
+reader, then `Event.from_record`): ~6 against ~16 us for an interaction on the benchmark VM.
+Most of fastavro's work per call is set-up, and these bodies are about a hundred bytes.
 
 Only for bodies written with the very schema we read with (no resolution), and only for records
 of types this module knows (`_field_reader`). A reader raises on anything unusual (truncation,

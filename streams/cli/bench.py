@@ -547,3 +547,44 @@ def feed(rates: str, duration: float, users: int, warmup: int, reads: int, refre
                      "tail above is pessimistic (docs/benchmarks.md, \"Feed refresh and read\")")
     path = write_json(out or default_result_path("feed"), result.to_json(command))
     screen.print(f"wrote {path}")
+
+
+@bench.command("broker")
+@click.option("--rate", type=click.IntRange(min=100, max=100_000), default=5_000, show_default=True,
+              help="Records per second produced in each phase.")
+@click.option("--duration", type=click.FloatRange(min=2.0, max=600.0), default=15.0, show_default=True,
+              help="Seconds each phase sends for.")
+@click.option("--groups", type=click.IntRange(min=1, max=8), default=2, show_default=True,
+              help="Consumer groups reading the topic (the worker's stage and the live patch process: 2).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON result file  [default: bench/results/broker-<date>.json]")
+@reports_errors
+def broker(rate: int, duration: float, groups: int, out: Path | None) -> None:
+    """The local broker's CPU at a steady rate: consumer defaults vs our fetch wait and commit interval."""
+    from streams.bench.broker import run_broker_bench
+    from streams.bench.report import default_result_path, print_table, write_json
+    from streams.cli.common import settings_or_exit
+
+    settings = settings_or_exit()
+    screen = console()
+    with screen.status("preparing...") as status:
+        result = run_broker_bench(settings, rate, duration, groups, progress=status.update)
+    command = f"pinstream bench broker --rate {rate} --duration {duration:g} --groups {groups}"
+    baseline = result.phases[0]
+    print_table(
+        screen, f"Broker CPU: {rate:,} records/s for {duration:g} s per phase, {groups} consumer group(s)",
+        ["consumers", "broker cores", "vs defaults", "commits", "received", "p50 ms", "p99 ms"],
+        [[p.profile.name, f"{p.broker_cores:.2f}",
+          f"{p.broker_cores / baseline.broker_cores:.2f}" if baseline.broker_cores else "-",
+          f"{p.commits:,}", " / ".join(f"{n:,}" for n in p.received),
+          f"{p.latency_ms(50):.1f}", f"{p.latency_ms(99):.1f}"] for p in result.phases],
+        caption=f"{command}\nlatency: produce -> consume, every group's records; "
+                "the broker's CPU from its process while the phase sent",
+    )
+    for phase in result.phases:
+        short = [n for n in phase.received if n < phase.sent]
+        if short:
+            screen.print(f"[yellow]{phase.profile.name}: a group received {min(short):,} of "
+                         f"{phase.sent:,} records within 10 s of the last send[/yellow]")
+    path = write_json(out or default_result_path("broker"), result.to_json(command))
+    screen.print(f"wrote {path}")
