@@ -20,7 +20,7 @@ from typing import Any
 from confluent_kafka import Consumer, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.bench.report import machine_info, percentile
+from streams.bench.report import code_revision, machine_info, percentile
 from streams.errors import PinstreamError
 from streams.settings import Settings
 from streams.stack import cpu_seconds
@@ -85,7 +85,8 @@ class BrokerBenchResult:
     def to_json(self, command: str) -> dict[str, Any]:
         baseline = self.phases[0]
         return {
-            "bench": "broker", "command": command, "rate": self.rate, "duration_s": self.duration_s,
+            "bench": "broker", "command": command, "commit": code_revision(), "rate": self.rate,
+            "duration_s": self.duration_s,
             "consumer_groups": self.groups, "partitions": PARTITIONS, "value_bytes": VALUE_BYTES,
             "machine": machine_info(["confluent-kafka"]),
             "phases": [phase.to_json(baseline) for phase in self.phases],
