@@ -55,28 +55,33 @@ class PlannedPatch:
 
 
 class RelatedCache:
-    """`_related` per pin row version, for rows that are replaced, never changed in place (the
-    live patch process's copy-on-write rows): a pin's strongest co-engaged neighbours and their
-    shares do not depend on the moment they are computed at (every column decays by the same
-    factor), so they change only when the row does. At most `max_pins` pins, then it starts over."""
+    """`_related` per pin, for rows that are replaced, never changed in place (the live patch
+    process's copy-on-write rows): a pin's strongest co-engaged neighbours and their shares do not
+    depend on the moment they are computed at (every column decays by the same factor), so they
+    change only when the row does. The graph stage pushes a popular pin's row again every few
+    batches, though, and a list is also reused for `reuse_ms` after it was computed from an
+    earlier version of the row: a live patch then lifts what was related up to that long ago (the
+    next re-rank sees the new edges). At most `max_pins` pins, then it starts over."""
 
-    def __init__(self, max_pins: int = 50_000) -> None:
+    def __init__(self, max_pins: int = 50_000, reuse_ms: int = 0) -> None:
         self.max_pins = max_pins
-        self._entries: dict[str, tuple[Mapping[str, Edge], list[tuple[str, float]]]] = {}
+        self.reuse_ms = reuse_ms
+        # pin -> (the row it was computed from, when, the list)
+        self._entries: dict[str, tuple[Mapping[str, Edge], int, list[tuple[str, float]]]] = {}
         self.hits = 0
         self.misses = 0
 
     def related(self, pin: str, row: Mapping[str, Edge], params: PatchParams, now_ms: int
                 ) -> list[tuple[str, float]]:
         entry = self._entries.get(pin)
-        if entry is not None and entry[0] is row:  # the very row object: nothing changed
+        if entry is not None and (entry[0] is row or 0 <= now_ms - entry[1] < self.reuse_ms):
             self.hits += 1
-            return entry[1]
+            return entry[2]
         self.misses += 1
         result = _related(row, params, now_ms)
         if len(self._entries) >= self.max_pins:
             self._entries.clear()
-        self._entries[pin] = (row, result)
+        self._entries[pin] = (row, now_ms, result)
         return result
 
 

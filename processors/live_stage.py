@@ -70,14 +70,16 @@ class LivePatchStage:
     """One batch: decode the interactions, read the rows they need, plan and apply the patches."""
 
     def __init__(self, *, rows: LiveRows, patcher: LivePatcher, codec: AvroCodec, params: PatchParams,
-                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+                 related_reuse_ms: int = 0) -> None:
         self.rows = rows
         self.patcher = patcher
         self.codec = codec
         self.params = params
         self.clock_ms = clock_ms
         self.tally = LiveTally()
-        self.related = RelatedCache()  # the rows are copy-on-write: a row's version is its object
+        # The rows are copy-on-write: a row's version is its object.
+        self.related = RelatedCache(reuse_ms=related_reuse_ms)
 
     async def process(self, records: Sequence[RawRecord]) -> None:
         # Always `self.tally`, never a local name for it: the reporter swaps it while this awaits.

@@ -314,7 +314,8 @@ async def serve(settings: Settings, stdin: IO[bytes], out: IO[bytes]) -> None:
                     half_life_ms=params.half_life_ms)
     patcher = LivePatcher(cache, producer, model=FeedParams.from_settings(settings).model,
                           announce_interval_s=settings.feed_live_announce_interval_s)
-    stage = LivePatchStage(rows=rows, patcher=patcher, codec=codec, params=params)
+    stage = LivePatchStage(rows=rows, patcher=patcher, codec=codec, params=params,
+                           related_reuse_ms=settings.feed_live_related_reuse_ms)
     stop = asyncio.Event()
     threading.Thread(target=_receive, args=(stdin, rows, stop, asyncio.get_running_loop()),
                      name="live-patch-receiver", daemon=True).start()

@@ -158,6 +158,11 @@ class Settings(BaseSettings):
                                         description="how long the live patch process keeps a graph "
                                                     "row before reading it again (the graph stage "
                                                     "pushes its writes meanwhile)")
+    feed_live_related_reuse_ms: int = Field(default=2_000, ge=0, le=600_000,
+                                            description="how long the live patch process reuses a "
+                                                        "pin's related pins after computing them, "
+                                                        "though the graph stage pushed a newer row "
+                                                        "(0: only while the row is unchanged)")
     feed_live_rows_max_cells: int = Field(default=500_000, ge=1_000, le=50_000_000,
                                           description="graph cells the live patch process holds")
 

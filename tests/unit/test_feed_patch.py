@@ -169,3 +169,21 @@ def test_a_pin_the_user_engaged_long_ago_is_lifted_again_once_its_weight_decayed
     rows = {**ROWS, "user:u1": {"pin:b": Edge(1.0, NOW - 4 * 7 * 86_400_000)}}  # four half-lives
     [planned] = plan_patches([act("u1", "p1", InteractionAction.SAVE)], rows_of(rows), PARAMS, NOW)
     assert [pin for pin, _, _ in planned.patch.lift] == ["a", "b", "c"]
+
+
+def test_a_related_list_is_reused_for_a_while_though_the_row_was_replaced() -> None:
+    cache = RelatedCache(reuse_ms=2_000)
+    rows = dict(ROWS)
+    batch = [act("u1", "p1", InteractionAction.SAVE)]
+    [first] = plan_patches(batch, rows_of(rows), PARAMS, NOW, cache)
+    rows["pin:p1"] = {**ROWS["pin:p1"], "pin:d": Edge(9.0, NOW)}  # a push replaced the row
+    # Within the reuse window: the list computed from the earlier row, and no computation.
+    [soon] = plan_patches(batch, rows_of(rows), PARAMS, NOW + 1_999, cache)
+    assert soon.patch.lift == first.patch.lift and (cache.hits, cache.misses) == (1, 1)
+    # Past it: computed again from the row as it is now.
+    [later] = plan_patches(batch, rows_of(rows), PARAMS, NOW + 2_000, cache)
+    assert later.patch.lift[0] == ("d", 1.0, "live:p1") and cache.misses == 2
+    # A clock that went back does not stretch the window.
+    rows["pin:p1"] = dict(ROWS["pin:p1"])
+    [back] = plan_patches(batch, rows_of(rows), PARAMS, NOW - 1, cache)
+    assert back.patch.lift == first.patch.lift and cache.misses == 3
