@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from hashlib import blake2b
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -48,6 +48,8 @@ def delta_of(announcement: Announcement) -> GraphEdgeDelta:
     """The announcement as a contract event (its time: the cause's, or the edge's own when a
     co-engagement dates from an earlier member of the session)."""
     cause, cause_time, c = announcement
+    if cause_time.tzinfo is None:  # the graph took it as UTC (`millis`): so does the delta
+        cause_time = cause_time.replace(tzinfo=UTC)
     at = cause_time if c.at_ms == millis(cause_time) else datetime_of_millis(c.at_ms)
     return GraphEdgeDelta(event_id=delta_id(cause, c), event_time=at, cause_event_id=cause,
                           src=c.src, src_type=c.src_type, dst=c.dst, dst_type=c.dst_type,

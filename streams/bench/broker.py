@@ -9,6 +9,7 @@ The broker's CPU is read from the local stack's Kafka process (`pinstream stack 
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 import time
@@ -24,6 +25,8 @@ from streams.bench.report import code_revision, machine_info, percentile
 from streams.errors import PinstreamError
 from streams.settings import Settings
 from streams.stack import cpu_seconds
+
+log = logging.getLogger(__name__)
 
 PARTITIONS = 6
 VALUE_BYTES = 120  # about an interaction's size
@@ -49,10 +52,11 @@ class PhaseResult:
     broker_cores: float
     commits: int
     received: list[int]  # per consumer group
+    consumer_errors: int
     latencies_s: list[float] = field(repr=False)  # produce -> consume, every group's records
 
-    def latency_ms(self, q: float) -> float:
-        return 1000 * percentile(self.latencies_s, q) if self.latencies_s else float("nan")
+    def latency_ms(self, q: float) -> float | None:
+        return 1000 * percentile(self.latencies_s, q) if self.latencies_s else None
 
     def to_json(self, baseline: PhaseResult) -> dict[str, Any]:
         return {
@@ -62,7 +66,9 @@ class PhaseResult:
             "broker_cores_vs_defaults": round(self.broker_cores / baseline.broker_cores, 3)
             if baseline.broker_cores else None,
             "commits": self.commits, "received_per_group": self.received,
-            "latency_ms": {"p50": round(self.latency_ms(50), 2), "p99": round(self.latency_ms(99), 2)},
+            "latency_ms": {q: None if (ms := self.latency_ms(p)) is None else round(ms, 2)
+                           for q, p in (("p50", 50), ("p99", 99))},
+            "consumer_errors": self.consumer_errors,
         }
 
 
@@ -94,58 +100,69 @@ class BrokerBenchResult:
 
 
 class _Reader(threading.Thread):
-    """One consumer group reading the topic in batches, timing each record from its send."""
+    """One consumer group reading the topic in batches, timing each record from its send. Its
+    consumer lives in the thread: built, used and closed there."""
 
-    def __init__(self, config: dict[str, Any], topic: str, commit_interval_s: float,
+    def __init__(self, settings: Settings, topic: str, commit_interval_s: float,
                  stop: threading.Event) -> None:
         super().__init__(daemon=True, name="bench-broker-reader")
-        self.consumer = Consumer(config)
-        self.consumer.subscribe([topic])
+        self.settings = settings
+        self.group = f"bench-broker-{uuid.uuid4().hex[:8]}"
+        self.topic = topic
         self.commit_interval_s = commit_interval_s
         self.stop = stop
         self.assigned = threading.Event()
         self.received = 0
         self.commits = 0
+        self.errors = 0  # error events the consumer reported (counted, not fatal)
         self.latencies: list[float] = []
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            self._read()
+            consumer = Consumer(self.settings.kafka_consumer(self.group, **{"auto.offset.reset": "latest"}))
         except BaseException as exc:  # handed to the bench's thread, which raises it
             self.error = exc
+            return
+        try:
+            consumer.subscribe([self.topic])
+            self._read(consumer)
+        except BaseException as exc:
+            self.error = exc
         finally:
-            self.consumer.close()
+            consumer.close()
 
-    def _read(self) -> None:
+    def _read(self, consumer: Consumer) -> None:
         last_commit = time.monotonic()
         pending = False
         while not self.stop.is_set():
-            messages = self._fetch()
-            if self.consumer.assignment():
+            messages = _fetch(consumer)
+            if consumer.assignment():
                 self.assigned.set()
             now = time.time()
             for message in messages:
                 value = message.value()
-                if message.error() is None and value is not None and len(value) >= _STAMP.size:
+                if message.error() is not None:
+                    self.errors += 1
+                elif value is not None and len(value) >= _STAMP.size:
                     self.latencies.append(now - _STAMP.unpack_from(value)[0])
                     self.received += 1
             pending = pending or bool(messages)
             due = time.monotonic() - last_commit >= self.commit_interval_s
             if pending and (due or not messages):  # an idle fetch commits what was held back
-                self.consumer.commit(asynchronous=True)
+                consumer.commit(asynchronous=True)
                 self.commits += 1
                 pending, last_commit = False, time.monotonic()
 
 
-    def _fetch(self) -> list[Message]:
-        """What has queued, as the interaction consumer fetches: when nothing has, up to 0.1 s
-        for the first record, then what came with it."""
-        messages = self.consumer.consume(_BATCH, 0)
-        if messages:
-            return messages
-        first = self.consumer.poll(0.1)
-        return [] if first is None else [first, *self.consumer.consume(_BATCH - 1, 0)]
+def _fetch(consumer: Consumer) -> list[Message]:
+    """What has queued, as the interaction consumer fetches: when nothing has, up to 0.1 s for
+    the first record, then what came with it."""
+    messages = consumer.consume(_BATCH, 0)
+    if messages:
+        return messages
+    first = consumer.poll(0.1)
+    return [] if first is None else [first, *consumer.consume(_BATCH - 1, 0)]
 
 
 def _broker_cpu_s(settings: Settings) -> float:
@@ -165,7 +182,11 @@ def _send(producer: Producer, topic: str, rate: int, duration_s: float) -> tuple
         ahead = sent / rate - elapsed
         if ahead > 0.001:
             time.sleep(ahead)
-        producer.produce(topic, _STAMP.pack(time.time()) + padding, str(sent % 1000).encode())
+        try:
+            producer.produce(topic, _STAMP.pack(time.time()) + padding, str(sent % 1000).encode())
+        except BufferError:  # the local queue is full: serve it, and send this one again
+            producer.poll(0.1)
+            continue
         producer.poll(0)
         sent += 1
     producer.flush(30)
@@ -176,35 +197,44 @@ def _phase(settings: Settings, topic: str, profile: ClientProfile, rate: int, du
            groups: int) -> PhaseResult:
     scoped = settings.model_copy(update={"consumer_fetch_wait_ms": profile.fetch_wait_ms})
     stop = threading.Event()
-    readers = [_Reader(scoped.kafka_consumer(f"bench-broker-{uuid.uuid4().hex[:8]}",
-                                             **{"auto.offset.reset": "latest"}),
-                       topic, profile.commit_interval_s, stop) for _ in range(groups)]
+    readers = [_Reader(scoped, topic, profile.commit_interval_s, stop) for _ in range(groups)]
     for reader in readers:
         reader.start()
     producer = Producer(settings.kafka_producer())
     try:
-        deadline = time.monotonic() + _JOIN_TIMEOUT_S
-        for reader in readers:
-            if not reader.assigned.wait(max(0.0, deadline - time.monotonic())):
-                raise PinstreamError(f"a consumer group got no partitions of {topic} in "
-                                     f"{_JOIN_TIMEOUT_S:.0f} s: is Kafka at "
-                                     f"{settings.bootstrap_servers} healthy?")
+        _wait_assigned(readers, topic, settings)
         time.sleep(2.0)  # the groups' first fetches and commits settle before the clock starts
         cpu_before = _broker_cpu_s(settings)
         sent, seconds = _send(producer, topic, rate, duration_s)
         broker_cores = (_broker_cpu_s(settings) - cpu_before) / seconds
         until = time.monotonic() + 10.0
-        while any(reader.received < sent for reader in readers) and time.monotonic() < until:
+        while any(r.received < sent and r.error is None for r in readers) and time.monotonic() < until:
             time.sleep(0.05)
     finally:
         stop.set()
         for reader in readers:
             reader.join(30)
+    _raise_reader_error(readers)
+    return PhaseResult(profile, sent, seconds, broker_cores, sum(r.commits for r in readers),
+                       [r.received for r in readers], sum(r.errors for r in readers),
+                       [x for r in readers for x in r.latencies])
+
+
+def _wait_assigned(readers: list[_Reader], topic: str, settings: Settings) -> None:
+    deadline = time.monotonic() + _JOIN_TIMEOUT_S
+    while not all(reader.assigned.is_set() for reader in readers):
+        _raise_reader_error(readers)
+        if time.monotonic() > deadline:
+            raise PinstreamError(f"a consumer group got no partitions of {topic} in "
+                                 f"{_JOIN_TIMEOUT_S:.0f} s: is Kafka at "
+                                 f"{settings.bootstrap_servers} healthy?")
+        time.sleep(0.05)
+
+
+def _raise_reader_error(readers: list[_Reader]) -> None:
     for reader in readers:
         if reader.error is not None:
             raise PinstreamError(f"a consumer group failed: {reader.error}") from reader.error
-    return PhaseResult(profile, sent, seconds, broker_cores, sum(r.commits for r in readers),
-                       [r.received for r in readers], [x for r in readers for x in r.latencies])
 
 
 def run_broker_bench(settings: Settings, rate: int, duration_s: float, groups: int, *,
@@ -214,12 +244,15 @@ def run_broker_bench(settings: Settings, rate: int, duration_s: float, groups: i
     _broker_cpu_s(settings)  # fail before creating anything
     topic = f"bench{uuid.uuid4().hex[:10]}.broker"
     admin = AdminClient(settings.kafka_common())
-    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(timeout=60)
     result = BrokerBenchResult(rate, duration_s, groups)
     try:
+        admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(timeout=60)
         for profile in profiles(settings):
             say(f"{profile.name}: {rate:,} records/s for {duration_s:.0f} s, {groups} consumer group(s)")
             result.phases.append(_phase(settings, topic, profile, rate, duration_s, groups))
     finally:
-        admin.delete_topics([topic], operation_timeout=60)[topic].result(timeout=60)
+        try:
+            admin.delete_topics([topic], operation_timeout=60)[topic].result(timeout=60)
+        except Exception as exc:  # the run's own outcome (or error) matters more
+            log.warning("bench topic %s not deleted (%s): delete it with the admin tools", topic, exc)
     return result

@@ -577,11 +577,15 @@ def broker(rate: int, duration: float, groups: int, out: Path | None) -> None:
         [[p.profile.name, f"{p.broker_cores:.2f}",
           f"{p.broker_cores / baseline.broker_cores:.2f}" if baseline.broker_cores else "-",
           f"{p.commits:,}", " / ".join(f"{n:,}" for n in p.received),
-          f"{p.latency_ms(50):.1f}", f"{p.latency_ms(99):.1f}"] for p in result.phases],
+          *("-" if (ms := p.latency_ms(q)) is None else f"{ms:.1f}" for q in (50, 99))]
+         for p in result.phases],
         caption=f"{command}\nlatency: produce -> consume, every group's records; "
                 "the broker's CPU from its process while the phase sent",
     )
     for phase in result.phases:
+        if phase.consumer_errors:
+            screen.print(f"[yellow]{phase.profile.name}: the consumers reported "
+                         f"{phase.consumer_errors:,} errors (see the log)[/yellow]")
         short = [n for n in phase.received if n < phase.sent]
         if short:
             screen.print(f"[yellow]{phase.profile.name}: a group received {min(short):,} of "

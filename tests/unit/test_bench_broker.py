@@ -21,7 +21,7 @@ def test_the_defaults_come_first_then_one_setting_at_a_time() -> None:
 
 
 def _phase(name: str, cores: float, commits: int, latencies: list[float]) -> PhaseResult:
-    return PhaseResult(ClientProfile(name, 0, 0.0), 1000, 10.0, cores, commits, [1000, 998], latencies)
+    return PhaseResult(ClientProfile(name, 0, 0.0), 1000, 10.0, cores, commits, [1000, 998], 0, latencies)
 
 
 def test_each_phase_reports_its_cores_against_the_defaults_and_its_latency() -> None:
@@ -33,6 +33,13 @@ def test_each_phase_reports_its_cores_against_the_defaults_and_its_latency() -> 
     assert first["latency_ms"]["p50"] == 4.0 and second["latency_ms"]["p99"] == 10.0
     assert second["commits"] == 10 and second["received_per_group"] == [1000, 998]
     assert report["consumer_groups"] == 2 and report["partitions"] == broker.PARTITIONS
+
+
+def test_a_phase_without_records_reports_no_latency_rather_than_nan() -> None:
+    result = BrokerBenchResult(100, 10.0, 1, [_phase("defaults", 0.0, 0, [])])
+    [phase] = result.to_json("pinstream bench broker")["phases"]
+    assert phase["latency_ms"] == {"p50": None, "p99": None}
+    assert phase["broker_cores_vs_defaults"] is None  # no baseline CPU to divide by
 
 
 def test_without_a_local_kafka_process_it_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -57,6 +57,15 @@ def test_encoded_announcements_are_the_records_of_their_deltas(framing: str) -> 
     assert [codec.decode_event(value) for _, value in records] == deltas
 
 
+def test_a_naive_event_time_is_taken_as_utc_by_both_paths() -> None:
+    codec = AvroCodec()
+    naive = T0.replace(tzinfo=None, minute=7)
+    batch = GraphProcessor(MemoryStore(), CONFIG).apply([interaction("u1", "p1", "save", naive)])
+    [delta] = batch.deltas
+    assert delta.event_time == naive.replace(tzinfo=UTC)
+    assert DeltaEncoder(codec).records(batch.announcements) == [(b"u1", codec.encode_event(delta))]
+
+
 def test_a_batch_announces_what_its_deltas_list() -> None:
     events = workload_events(300)
     batch = GraphProcessor(MemoryStore(), CONFIG).apply(events)
