@@ -240,11 +240,9 @@ def compile_values_writer(schema: Mapping[str, Any]) -> ValuesWriter | None:
     if fields is None:
         return None
     writers = tuple(writer for _, writer in fields)
-    count = len(writers)
 
     def write(values: Sequence[Any]) -> bytes:
-        if len(values) != count:
-            raise Unsupported(f"{len(values)} values for {count} fields")
+        # strict: as many values as fields, or ValueError (the caller then takes the generic path)
         return b"".join([writer(value) for writer, value in zip(writers, values, strict=True)])
 
     return write

@@ -51,18 +51,21 @@ def uuid_of_int(value: int) -> uuid.UUID:
     return made
 
 
-def uuid4_of_digest(digest: bytes) -> uuid.UUID:
-    """`uuid.UUID(bytes=digest, version=4)` for a 16-byte digest: variant and version bits set."""
+def _uuid4_int(digest: bytes) -> int:
+    """The int of `uuid.UUID(bytes=digest, version=4)`: variant and version bits set."""
     if len(digest) != 16:
         raise ValueError("a uuid takes 16 bytes")
-    return uuid_of_int(int.from_bytes(digest) & _VERSION_4_CLEAR | _VERSION_4_SET)
+    return int.from_bytes(digest) & _VERSION_4_CLEAR | _VERSION_4_SET
+
+
+def uuid4_of_digest(digest: bytes) -> uuid.UUID:
+    """`uuid.UUID(bytes=digest, version=4)` for a 16-byte digest."""
+    return uuid_of_int(_uuid4_int(digest))
 
 
 def uuid4_text_of_digest(digest: bytes) -> str:
     """`str(uuid4_of_digest(digest))` without the object in between."""
-    if len(digest) != 16:
-        raise ValueError("a uuid takes 16 bytes")
-    h = "%032x" % (int.from_bytes(digest) & _VERSION_4_CLEAR | _VERSION_4_SET)
+    h = f"{_uuid4_int(digest):032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 

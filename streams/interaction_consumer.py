@@ -51,6 +51,16 @@ class BatchStage(Protocol):
     def forget_partition(self, stream: str) -> None: ...
 
 
+def fetch_batch(consumer: Consumer, max_batch: int, wait_s: float, linger_s: float) -> list[Message]:
+    """What has queued (up to `max_batch`); when nothing has, wait up to `wait_s` for the first
+    record and then `linger_s` for more."""
+    messages = consumer.consume(max_batch, 0)
+    if messages:
+        return messages
+    first = consumer.poll(wait_s)
+    return [] if first is None else [first, *consumer.consume(max_batch - 1, linger_s)]
+
+
 class InteractionConsumer:
     """Consume, process a batch, commit past it; on a failed batch, take it again from its start.
 
@@ -155,14 +165,7 @@ class InteractionConsumer:
         self._commit(offsets)
 
     def _fetch(self) -> list[Message]:
-        """What has queued (up to max_batch); when nothing has, wait up to _POLL_S for the first
-        record and then `linger_s` for more."""
-        messages = self._consumer.consume(self.max_batch, 0)
-        if not messages:
-            first = self._consumer.poll(_POLL_S)
-            if first is None:
-                return []
-            messages = [first, *self._consumer.consume(self.max_batch - 1, self.linger_s)]
+        messages = fetch_batch(self._consumer, self.max_batch, _POLL_S, self.linger_s)
         return [m for m in messages if usable(m, consumer="interaction consumer")]
 
     def _commit(self, offsets: list[TopicPartition], *, wait: bool = False) -> None:

@@ -18,11 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.bench.report import code_revision, machine_info, percentile
 from streams.errors import PinstreamError
+from streams.interaction_consumer import fetch_batch
 from streams.settings import Settings
 from streams.stack import cpu_seconds
 
@@ -136,7 +137,8 @@ class _Reader(threading.Thread):
         last_commit = time.monotonic()
         pending = False
         while not self.stop.is_set():
-            messages = _fetch(consumer)
+            # As the interaction consumer fetches, with no linger: what came with the first.
+            messages = fetch_batch(consumer, _BATCH, 0.1, 0)
             if consumer.assignment():
                 self.assigned.set()
             now = time.time()
@@ -153,16 +155,6 @@ class _Reader(threading.Thread):
                 consumer.commit(asynchronous=True)
                 self.commits += 1
                 pending, last_commit = False, time.monotonic()
-
-
-def _fetch(consumer: Consumer) -> list[Message]:
-    """What has queued, as the interaction consumer fetches: when nothing has, up to 0.1 s for
-    the first record, then what came with it."""
-    messages = consumer.consume(_BATCH, 0)
-    if messages:
-        return messages
-    first = consumer.poll(0.1)
-    return [] if first is None else [first, *consumer.consume(_BATCH - 1, 0)]
 
 
 def _broker_cpu_s(settings: Settings) -> float:

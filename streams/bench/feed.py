@@ -528,21 +528,15 @@ def result_rows(result: FeedBenchResult) -> tuple[list[list[str]], list[list[str
     refresh = []
     for phase in result.phases:
         bare = summary(phase.bare_kafka_s)
-        redis = phase.live_redis
-        if redis.get("count"):
-            ratio = f"{redis['p99'] / bare['p99']:.0f}x" if "p99" in bare else "-"
-            refresh.append([f"{phase.rate:,.0f}/s (sent {phase.achieved_rate:,.0f}/s)",
-                            "live patch in Redis (worker histogram)", ms(redis, "p50"),
-                            ("> " if redis.get("p99_above") else "") + ms(redis, "p99"), "-",
-                            f"{int(redis['count']):,}", f"{phase.drain_s:.1f} s", ms(bare, "p50"),
-                            ms(bare, "p99"), ratio])
-        settled = phase.live_redis_settled
-        if settled.get("count"):
-            ratio = f"{settled['p99'] / bare['p99']:.0f}x" if "p99" in bare else "-"
-            refresh.append([f"{phase.rate:,.0f}/s (sent {phase.achieved_rate:,.0f}/s)",
-                            f"  the same, from {SETTLED_AFTER_S:g} s into the phase", ms(settled, "p50"),
-                            ("> " if settled.get("p99_above") else "") + ms(settled, "p99"), "-",
-                            f"{int(settled['count']):,}", "-", ms(bare, "p50"), ms(bare, "p99"), ratio])
+        for label, lags, drain in (
+                ("live patch in Redis (worker histogram)", phase.live_redis, f"{phase.drain_s:.1f} s"),
+                (f"  the same, from {SETTLED_AFTER_S:g} s into the phase", phase.live_redis_settled, "-")):
+            if lags.get("count"):
+                ratio = f"{lags['p99'] / bare['p99']:.0f}x" if "p99" in bare else "-"
+                refresh.append([f"{phase.rate:,.0f}/s (sent {phase.achieved_rate:,.0f}/s)", label,
+                                ms(lags, "p50"), ("> " if lags.get("p99_above") else "") + ms(lags, "p99"),
+                                "-", f"{int(lags['count']):,}", drain, ms(bare, "p50"), ms(bare, "p99"),
+                                ratio])
         for change, values in (("live patch announced", phase.live_s), ("full re-rank", phase.refresh_s)):
             ours = summary(values)
             ratio = f"{ours['p99'] / bare['p99']:.0f}x" if "p99" in ours and "p99" in bare else "-"
