@@ -46,7 +46,8 @@ DECODE_ERRORS = Counter(
     registry=REGISTRY,
 )
 DELIVERY_LATENCY = Histogram(
-    "pinstream_delivery_seconds", "From produce() to the broker's acknowledgement.", ["topic"],
+    "pinstream_delivery_seconds", "From produce() to the broker's acknowledgement (producers that "
+    "report every delivery; the worker's reports only failures).", ["topic"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
     registry=REGISTRY,
 )

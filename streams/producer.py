@@ -9,6 +9,7 @@ fully encoded (and validated by the encoder) before it is handed to librdkafka.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections import deque
@@ -60,20 +61,41 @@ DeliveryCallback = Callable[[DeliveryReport], None]
 
 
 class EventProducer:
-    """Publishes contract events and raw records; counts and reports every delivery."""
+    """Publishes contract events and raw records; counts and reports every delivery.
+
+    With `failures_only`, librdkafka reports only the records it could not deliver
+    (`delivery.report.only.error`): the records acknowledged are counted per topic when a flush
+    leaves nothing pending, and no per-record delivery latency is observed. For producers that send
+    thousands of records per batch and only need to know that all of them landed (the worker's
+    graph deltas): a report per record was a Python call, a counter and a histogram each.
+    """
 
     def __init__(self, settings: Settings, *, codec: AvroCodec | None = None,
                  on_delivery: DeliveryCallback | None = None, linger_ms: int | None = None,
-                 **kafka_overrides: object) -> None:
+                 failures_only: bool = False, **kafka_overrides: object) -> None:
         """`linger_ms`: this producer's own linger.ms instead of `settings.producer_linger_ms`."""
+        if failures_only and on_delivery is not None:
+            raise ValueError("on_delivery needs a report per record: not with failures_only")
         self.settings = settings
         self.codec = codec or build_codec(settings)
         self._on_delivery = on_delivery
         if linger_ms is not None:
             kafka_overrides["linger.ms"] = linger_ms
+        self.failures_only = failures_only
+        if failures_only:
+            kafka_overrides["delivery.report.only.error"] = True
+        # Reports without a context come to one bound method, set once for the producer: nothing
+        # per record (graph deltas are sent by the thousand per batch).
+        kafka_overrides["on_delivery"] = self._report
         self._producer = Producer(settings.kafka_producer(**kafka_overrides))
-        self.delivered = 0
+        self._delivered = 0
         self.failed = 0
+        # failures_only: per topic, records sent, failed and counted as acknowledged, all since
+        # the start (sends and flushes may come from different threads: hence the lock).
+        self._counts_lock = threading.Lock()
+        self._sent: dict[str, int] = {}
+        self._failed_by_topic: dict[str, int] = {}
+        self._acknowledged: dict[str, int] = {}
         self.recent_failures: deque[DeliveryReport] = deque(maxlen=_MAX_KEPT_FAILURES)
         self._closed = False
         self._unpolled = 0  # sends since delivery reports were last served
@@ -96,10 +118,14 @@ class EventProducer:
                  timestamp_ms: int | None = None, context: object = None) -> None:
         """Queue already-encoded bytes (replay, dead letters). Blocks while the queue is full.
         Delivery reports are served by every few hundredth send, `poll`, `flush` and `close`."""
-        # One bound method serves every report without a context: no closure per record (graph
-        # deltas are sent by the thousand per batch). librdkafka times each record itself.
-        report = self._report if context is None else partial(self._report, context=context)
-        options: dict[str, Any] = {"on_delivery": report}
+        # librdkafka times each record itself; a report without a context goes to the producer's
+        # own callback (set in its configuration).
+        options: dict[str, Any] = {}
+        if context is not None:
+            options["on_delivery"] = partial(self._report, context=context)
+        if self.failures_only:
+            with self._counts_lock:
+                self._sent[topic] = self._sent.get(topic, 0) + 1
         if headers:
             options["headers"] = list(headers)
         if partition is not None:
@@ -133,11 +159,16 @@ class EventProducer:
             self._unpolled = 0
             self._producer.poll(0)
 
+    @property
+    def delivered(self) -> int:
+        """Records acknowledged (failures_only: as of the last flush that left none pending)."""
+        return self._delivered
+
     def _report(self, err: KafkaError | None, msg: Message, context: object = None) -> None:
         topic = msg.topic() or ""
         latency_s = msg.latency() or 0.0
         if err is None:
-            self.delivered += 1
+            self._delivered += 1
             children = self._topic_metrics.get(topic)
             if children is None:
                 children = (metrics.PRODUCED.labels(topic), metrics.DELIVERY_LATENCY.labels(topic))
@@ -150,6 +181,9 @@ class EventProducer:
                                     latency_s, context)
         else:
             self.failed += 1
+            if self.failures_only:
+                with self._counts_lock:
+                    self._failed_by_topic[topic] = self._failed_by_topic.get(topic, 0) + 1
             metrics.PRODUCE_FAILED.labels(topic, err.name()).inc()
             report = DeliveryReport(topic, msg.key(), None, None, f"{err.name()}: {err.str()}",
                                     err.retriable(), latency_s, context)
@@ -166,7 +200,27 @@ class EventProducer:
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for outstanding records; returns how many are still not acknowledged."""
-        return int(self._producer.flush(timeout))
+        if not self.failures_only:
+            return int(self._producer.flush(timeout))
+        with self._counts_lock:
+            sent = dict(self._sent)  # what was sent before the flush began
+        remaining = int(self._producer.flush(timeout))
+        if not remaining:
+            self._settle(sent)
+        return remaining
+
+    def _settle(self, sent: dict[str, int]) -> None:
+        """failures_only, after a flush that left nothing pending: every record in `sent` that did
+        not fail was acknowledged. (A failure of a record sent during the flush is subtracted here
+        already; the count catches up at the next flush.)"""
+        with self._counts_lock:
+            for topic, count in sent.items():
+                acknowledged = count - self._failed_by_topic.get(topic, 0)
+                newly = acknowledged - self._acknowledged.get(topic, 0)
+                if newly > 0:
+                    self._acknowledged[topic] = acknowledged
+                    self._delivered += newly
+                    metrics.PRODUCED.labels(topic).inc(newly)
 
     def purge(self) -> None:
         """Drop every queued record; each is reported as failed (never silently dropped).

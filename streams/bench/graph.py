@@ -188,7 +188,7 @@ def _ours(settings: Settings, topic: str, count: int, batch: int, result: GraphB
     store = GraphStore.from_settings(settings, timeout_s=30.0)
     reads = _TimedReads(store)
     processor = GraphProcessor(reads, GraphConfig.from_settings(settings))
-    deltas = EventProducer(settings)
+    deltas = EventProducer(settings, failures_only=True)  # as the worker's
     codec = deltas.codec
     delta_records = DeltaEncoder(codec)
     delta_topic = settings.topic(GRAPH_EDGES.name)
