@@ -357,6 +357,7 @@ async def serve(settings: Settings, stdin: IO[bytes], out: IO[bytes]) -> None:
     finally:
         for task in (reporter, stopper):
             task.cancel()
+        await stage.drain()  # the last batch's patches and announcements
         await asyncio.to_thread(producer.close)
         cache.close()
         store.close()

@@ -80,13 +80,24 @@ def _stage(store: FakeStore, cache: FakeCache) -> LivePatchStage:
     return LivePatchStage(rows=rows, patcher=patcher, codec=CODEC, params=params, clock_ms=lambda: NOW_MS)
 
 
+def _run(stage: LivePatchStage, records: list[RawRecord]) -> None:
+    """One batch, until its patches have landed (they land in a thread while the next batch is
+    planned)."""
+
+    async def batch() -> None:
+        await stage.process(records)
+        await stage.drain()
+
+    asyncio.run(batch())
+
+
 def test_a_save_removes_the_pin_and_lifts_its_co_engaged_pins_not_yet_engaged() -> None:
     store = FakeStore({"pin:p2": {"pin:p3": Edge(2.0, NOW_MS), "pin:p4": Edge(1.0, NOW_MS),
                                   "board:b1": Edge(5.0, NOW_MS)},
                        "user:alice": {"pin:p3": Edge(3.0, NOW_MS)}})
     cache = FakeCache({"alice"})
     stage = _stage(store, cache)
-    asyncio.run(stage.process([_record(_interaction("alice", "p2", InteractionAction.SAVE), 1)]))
+    _run(stage, [_record(_interaction("alice", "p2", InteractionAction.SAVE), 1)])
     # p3 is hers already; p4 is half as strong as p3, the pin's strongest
     assert cache.patches == [FeedPatch("alice", ("p2",), (("p4", 0.5, "live:p2"),))]
     tally = stage.take_tally()
@@ -99,9 +110,9 @@ def test_a_pin_engaged_a_batch_ago_is_not_lifted_again() -> None:
                        "user:alice": {}})
     cache = FakeCache({"alice"})
     stage = _stage(store, cache)
-    asyncio.run(stage.process([_record(_interaction("alice", "p2", InteractionAction.SAVE), 1)]))
+    _run(stage, [_record(_interaction("alice", "p2", InteractionAction.SAVE), 1)])
     # HBase has not seen her save yet (the graph stage writes it a moment later): the row noted it.
-    asyncio.run(stage.process([_record(_interaction("alice", "p4", InteractionAction.SAVE), 2)]))
+    _run(stage, [_record(_interaction("alice", "p4", InteractionAction.SAVE), 2)])
     assert cache.patches[1] == FeedPatch("alice", ("p4",), ())
 
 
@@ -113,7 +124,7 @@ def test_records_it_cannot_use_are_counted_and_skipped() -> None:
                          description="d")
     records = [_record(None, 1, b"\x00garbage"), _record(created, 2),
                _record(_interaction("alice", "p9", InteractionAction.HIDE), 3)]
-    asyncio.run(stage.process(records))
+    _run(stage, records)
     tally = stage.take_tally()
     assert tally.skipped == 2
     assert cache.patches == [FeedPatch("alice", ("p9",), ())]  # the hide still goes through
@@ -125,19 +136,19 @@ def test_store_and_redis_failures_are_logged_not_raised() -> None:
     stage = _stage(store, cache)
     store.fail = True
     cache.fail = True
-    asyncio.run(stage.process([_record(_interaction("alice", "p2", InteractionAction.SAVE), 1)]))
+    _run(stage, [_record(_interaction("alice", "p2", InteractionAction.SAVE), 1)])
     tally = stage.take_tally()
     assert (tally.planned, tally.patched, tally.failed) == (1, 0, 1)
     store.fail = cache.fail = False
-    asyncio.run(stage.process([_record(_interaction("alice", "p2", InteractionAction.SAVE), 2)]))
+    _run(stage, [_record(_interaction("alice", "p2", InteractionAction.SAVE), 2)])
     assert cache.patches[-1].lift == (("p3", 1.0, "live:p2"),)  # read once HBase answers
 
 
 def test_patched_feeds_are_announced_at_once_then_once_per_interval() -> None:
     cache = FakeCache({"alice"})
     stage = _stage(FakeStore({"user:alice": {}}), cache)
-    asyncio.run(stage.process([_record(_interaction("alice", "p2", InteractionAction.SAVE), 1)]))
-    asyncio.run(stage.process([_record(_interaction("alice", "p3", InteractionAction.SAVE), 2)]))
+    _run(stage, [_record(_interaction("alice", "p2", InteractionAction.SAVE), 1)])
+    _run(stage, [_record(_interaction("alice", "p3", InteractionAction.SAVE), 2)])
     assert asyncio.run(stage.announce()) == 0  # her interval has not passed
     producer = stage.patcher.producer
     assert isinstance(producer, FakeProducer)
@@ -160,6 +171,7 @@ def test_a_report_taken_while_a_batch_waits_on_redis_loses_nothing() -> None:
         await asyncio.sleep(0.1)
         first = copy.deepcopy(stage.take_tally())  # as sent: later changes to it would be lost
         await batch
+        await stage.drain()
         return [first, stage.take_tally()]
 
     tallies = asyncio.run(scenario())
@@ -171,9 +183,54 @@ def test_a_batch_announces_a_few_feeds_at_once_and_leaves_the_rest_for_later() -
     users = [f"u{i:02d}" for i in range(ANNOUNCE_IN_BATCH + 3)]
     cache = FakeCache(set(users))
     stage = _stage(FakeStore({}), cache)
-    asyncio.run(stage.process([_record(_interaction(u, "p2", InteractionAction.SAVE), i)
-                               for i, u in enumerate(users)]))
+    _run(stage, [_record(_interaction(u, "p2", InteractionAction.SAVE), i) for i, u in enumerate(users)])
     assert stage.take_tally().announced == ANNOUNCE_IN_BATCH
     assert asyncio.run(stage.announce(2)) == 2
     assert asyncio.run(stage.announce()) == 1
 
+
+
+def test_the_next_batch_is_planned_while_the_patches_land_and_patches_stay_in_order() -> None:
+    calls: list[tuple[str, float, float]] = []
+
+    class SlowCache(FakeCache):
+        def patch_feeds(self, patches: list[FeedPatch]) -> list[int | None]:
+            began = time.perf_counter()
+            time.sleep(0.2)
+            calls.append((patches[0].user_id, began, time.perf_counter()))
+            return super().patch_feeds(patches)
+
+    cache = SlowCache({"alice", "bob"})
+    stage = _stage(FakeStore({"user:alice": {}, "user:bob": {}}), cache)
+
+    async def scenario() -> float:
+        started = time.perf_counter()
+        await stage.process([_record(_interaction("alice", "p2", InteractionAction.SAVE), 1)])
+        returned = time.perf_counter() - started
+        assert cache.patches == []  # still in flight: the stage went on
+        await stage.process([_record(_interaction("bob", "p3", InteractionAction.SAVE), 2)])
+        await stage.drain()
+        return returned
+
+    assert asyncio.run(scenario()) < 0.15
+    assert [user for user, _, _ in calls] == ["alice", "bob"]
+    assert calls[1][1] >= calls[0][2]  # bob's patch was sent once alice's had landed
+    tally = stage.take_tally()
+    assert (tally.planned, tally.patched, len(tally.lags)) == (2, 2, 2)
+
+
+def test_a_patch_thread_that_raises_counts_its_patches_as_failed_and_the_stage_goes_on() -> None:
+    class BrokenCache(FakeCache):
+        def patch_feeds(self, patches: list[FeedPatch]) -> list[int | None]:
+            if not self.patches and not getattr(self, "broke", False):
+                self.broke = True
+                raise RuntimeError("unexpected reply")
+            return super().patch_feeds(patches)
+
+    cache = BrokenCache({"alice"})
+    stage = _stage(FakeStore({"user:alice": {}}), cache)
+    _run(stage, [_record(_interaction("alice", "p2", InteractionAction.SAVE), 1)])
+    _run(stage, [_record(_interaction("alice", "p3", InteractionAction.SAVE), 2)])
+    tally = stage.take_tally()
+    assert (tally.planned, tally.failed, tally.patched) == (2, 1, 1)
+    assert [p.user_id for p in cache.patches] == ["alice"]
