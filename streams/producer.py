@@ -88,7 +88,7 @@ class EventProducer:
         # per record (graph deltas are sent by the thousand per batch).
         kafka_overrides["on_delivery"] = self._report
         self._producer = Producer(settings.kafka_producer(**kafka_overrides))
-        self._delivered = 0
+        self.delivered = 0  # failures_only: as of the last flush that left nothing pending
         self.failed = 0
         # failures_only: per topic, records sent, failed and counted as acknowledged, all since
         # the start (sends and flushes may come from different threads: hence the lock).
@@ -159,16 +159,11 @@ class EventProducer:
             self._unpolled = 0
             self._producer.poll(0)
 
-    @property
-    def delivered(self) -> int:
-        """Records acknowledged (failures_only: as of the last flush that left none pending)."""
-        return self._delivered
-
     def _report(self, err: KafkaError | None, msg: Message, context: object = None) -> None:
         topic = msg.topic() or ""
         latency_s = msg.latency() or 0.0
         if err is None:
-            self._delivered += 1
+            self.delivered += 1
             children = self._topic_metrics.get(topic)
             if children is None:
                 children = (metrics.PRODUCED.labels(topic), metrics.DELIVERY_LATENCY.labels(topic))
@@ -219,7 +214,7 @@ class EventProducer:
                 newly = acknowledged - self._acknowledged.get(topic, 0)
                 if newly > 0:
                     self._acknowledged[topic] = acknowledged
-                    self._delivered += newly
+                    self.delivered += newly
                     metrics.PRODUCED.labels(topic).inc(newly)
 
     def purge(self) -> None:
